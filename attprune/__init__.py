@@ -1,0 +1,24 @@
+"""attprune: task-specific compression of transformers by attribution-based pruning.
+
+>>> import attprune
+>>> scores = attprune.attribute(model, batches, units=("ffn", "heads"), method="ig", steps=20)
+>>> scores.ffn, scores.heads
+"""
+
+from .attribution import METHODS, QUADRATURES, Scores, SiteScores, attribute
+from .sites import (
+    ArchSpec,
+    AttentionSpec,
+    FFNSpec,
+    Site,
+    UnsupportedModelError,
+    find_sites,
+    register_architecture,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArchSpec", "AttentionSpec", "FFNSpec", "METHODS", "QUADRATURES", "Scores", "Site", "SiteScores",
+    "UnsupportedModelError", "attribute", "find_sites", "register_architecture",
+]

@@ -1,0 +1,207 @@
+"""Running a model for attribution: the clean pass, tiled m-step passes, and the objective F."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..sites import Site
+from . import replay, targets
+from .targets import IGNORE
+
+
+def batch_rows(batch: dict) -> int:
+    for value in batch.values():
+        if torch.is_tensor(value) and value.dim() > 0:
+            return value.shape[0]
+    raise ValueError("a batch must hold at least one tensor (input_ids, ...)")
+
+
+def tile_batch(batch: dict, times: int) -> dict:
+    rows = batch_rows(batch)
+    return {k: replay.tile(v, times) if torch.is_tensor(v) and v.dim() and v.shape[0] == rows else v
+            for k, v in batch.items()}
+
+
+def slice_batch(batch: dict, rows: slice) -> dict:
+    n = batch_rows(batch)
+    return {k: v[rows] if torch.is_tensor(v) and v.dim() and v.shape[0] == n else v for k, v in batch.items()}
+
+
+@dataclass
+class Clean:
+    """What one clean forward pass of a batch leaves for the attribution passes."""
+
+    inputs: dict            # model keyword arguments (no labels)
+    objective_batch: dict   # inputs + the labels F scores (gold or predicted)
+    rows: int
+    site_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    site_outputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    log: replay.CallLog | None = None
+    objective: torch.Tensor | None = None
+
+
+@contextlib.contextmanager
+def attribution_mode(model: nn.Module):
+    """eval() and no parameter gradients for the duration; both restored afterwards."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+class Runner:
+    """Calls one model for attribution: builds inputs, runs passes, computes F per row."""
+
+    def __init__(self, model: nn.Module, sites: list[Site], target, *, dtype: torch.dtype | None,
+                 replay_sites: bool, record: set[str] = frozenset(), max_new_tokens: int = 32):
+        self.model = model
+        self.sites = sites
+        self.target = targets.resolve(target)
+        self.device = next(model.parameters()).device
+        param_dtype = next(model.parameters()).dtype
+        self.acc_dtype = torch.float64 if param_dtype == torch.float64 else torch.float32
+        self.autocast = dtype is not None and dtype != param_dtype
+        self.dtype = dtype
+        self.replay_sites = replay_sites
+        self.record_modules = set(record)
+        self.max_new_tokens = max_new_tokens
+        self._probe: tuple[list, dict] | None = None  # (structure, batch-major leaves per call)
+        self._needed: set[tuple[str, int]] = set()
+        self._per_site: dict[str, set[tuple[str, int]]] = {}
+        self._use_cache = getattr(model.config, "use_cache", None) is not None
+
+    # -- model calls ---------------------------------------------------------------------
+
+    def precision(self):
+        if not self.autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def forward(self, inputs: dict) -> Any:
+        kwargs = dict(inputs)
+        if self._use_cache:
+            kwargs.setdefault("use_cache", False)
+        with self.precision():
+            return self.model(**kwargs)
+
+    def objective(self, outputs: Any, batch: dict) -> torch.Tensor:
+        if callable(self.target):
+            value = self.target(outputs, batch)
+            if not torch.is_tensor(value) or value.dim() != 1 or value.shape[0] != batch_rows(batch):
+                raise ValueError("a callable target must return a 1-D tensor with one value per example")
+            return value.to(self.acc_dtype)
+        return targets.log_prob_of(self.model, targets._logits(outputs), batch["labels"], self.acc_dtype)
+
+    # -- inputs --------------------------------------------------------------------------
+
+    def _split(self, batch: dict) -> tuple[dict, torch.Tensor | None]:
+        if not isinstance(batch, dict):
+            raise TypeError(f"each batch must be a dict of tensors (as a model takes them), got {type(batch).__name__}")
+        batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        labels = batch.pop("labels", None)
+        if "input_ids" not in batch and "inputs_embeds" not in batch:
+            raise ValueError("a batch needs input_ids (or inputs_embeds)")
+        if batch_rows(batch) == 0:
+            raise ValueError("empty batch: it has 0 examples")
+        return batch, labels
+
+    def _decoder_inputs(self, inputs: dict, labels: torch.Tensor | None) -> tuple[dict, torch.Tensor | None]:
+        """Encoder-decoder: teacher-force the labels, or generate when there are none."""
+        if not getattr(self.model.config, "is_encoder_decoder", False) or "decoder_input_ids" in inputs:
+            return inputs, labels
+        if labels is not None:
+            prepare = getattr(self.model, "prepare_decoder_input_ids_from_labels", None)
+            ids = prepare(labels=labels) if prepare is not None else self.model._shift_right(labels)
+            return dict(inputs, decoder_input_ids=ids), labels
+        if self.target != "prediction":
+            raise ValueError("an encoder-decoder model needs labels or decoder_input_ids for target="
+                             f"{self.target!r}; pass labels, or use target='prediction'")
+        with torch.no_grad(), self.precision():
+            generated = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                            num_beams=1)
+        pseudo = generated[:, 1:].clone()
+        eos = getattr(self.model.config, "eos_token_id", None)
+        if eos is not None:  # ignore what follows the first end-of-sequence token
+            after = (pseudo == eos).long().cumsum(1) - (pseudo == eos).long() > 0
+            pseudo = pseudo.masked_fill(after, IGNORE)
+        return dict(inputs, decoder_input_ids=generated[:, :-1]), pseudo
+
+    # -- the clean pass ------------------------------------------------------------------
+
+    def _probe_structure(self, inputs: dict) -> None:
+        """Learn the call structure and which recorded outputs are batch-major (1 vs 2 rows)."""
+        one = slice_batch(inputs, slice(0, 1))
+        with torch.no_grad(), replay.record_calls(self.model, keep=lambda n, i: True) as log_one:
+            self.forward(one)
+        with torch.no_grad(), replay.record_calls(self.model, keep=lambda n, i: True) as log_two:
+            self.forward(tile_batch(one, 2))
+        batch_major = {key: replay.batch_major_leaves(replay.leading_sizes(out),
+                                                      replay.leading_sizes(log_two.outputs.get(key)))
+                       for key, out in log_one.outputs.items()}
+        self._per_site = {s.path: set(replay.calls_before(log_one, s.path)) for s in self.sites}
+        self._needed = set().union(*self._per_site.values()) if self._per_site else set()
+        self._probe = (log_one.structure(), batch_major)
+
+    def prepare(self, batch: dict) -> Clean:
+        """The clean pass: site inputs/outputs, recorded calls, F(x) and the labels F uses."""
+        inputs, labels = self._split(batch)
+        inputs, labels = self._decoder_inputs(inputs, labels)
+        rows = batch_rows(inputs)
+        if self.replay_sites and self._probe is None:
+            self._probe_structure(inputs)
+        clean = Clean(inputs=inputs, objective_batch={}, rows=rows)
+        needed, recorded = self._needed, self.record_modules
+        keep = lambda name, index: (name, index) in needed or name in recorded  # noqa: E731
+        hooks = [self._capture(site, clean) for site in self.sites]
+        try:
+            with torch.no_grad(), replay.record_calls(self.model, keep=keep) as log:
+                outputs = self.forward(inputs)
+        finally:
+            for h in hooks:
+                h.remove()
+        if self.replay_sites and log.structure() != self._probe[0]:
+            self._probe_structure(inputs)  # a batch that takes another path: learn it again
+            return self.prepare(batch)
+        clean.log = log
+        clean.objective_batch = dict(inputs, labels=self._labels_for_objective(outputs, inputs, labels))
+        with torch.no_grad():
+            clean.objective = self.objective(outputs, clean.objective_batch)
+        return clean
+
+    def _labels_for_objective(self, outputs, inputs: dict, labels: torch.Tensor | None):
+        if callable(self.target):
+            return labels
+        logits = targets._logits(outputs)
+        if self.target == "label":
+            if labels is None:
+                raise ValueError("target='label' needs a 'labels' entry in every batch; pass labels or use "
+                                 "target='prediction' (the model's own predictions, no labels needed)")
+            targets.check_labels(self.model, logits, labels)
+            return labels
+        with_labels = dict(inputs, labels=labels) if labels is not None else inputs
+        return targets.predicted_labels(self.model, logits.detach(), with_labels)
+
+    def _capture(self, site: Site, clean: Clean):
+        def hook(module, args, output):
+            clean.site_inputs[site.path] = args[0].detach()
+            clean.site_outputs[site.path] = output.detach()
+        return self.model.get_submodule(site.path).register_forward_hook(hook)
+
+    # -- replays -------------------------------------------------------------------------
+
+    def replacements_above(self, clean: Clean, site: Site, times: int) -> dict:
+        """Forward replacements so that a pass computes only what lies above ``site``."""
+        replaced = self._per_site[site.path]
+        return replay.replay_plan(clean.log, replaced, clean.log.outputs, self._probe[1], times)

@@ -1,0 +1,111 @@
+"""The scalar F(x) per example that attribution explains.
+
+``target="label"``: log-probability of the gold label: of the class (sequence
+classification), summed over labelled tokens (token classification), summed over label
+tokens with -100 ignored (seq2seq, and causal LM with the usual one-token shift).
+``target="prediction"``: the same with the model's own argmax on the clean input in place
+of labels (the unsupervised setting).  Or a callable ``(outputs, batch) -> Tensor[batch]``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Union
+
+import torch
+from torch import nn
+
+TargetSpec = Union[str, Callable]
+IGNORE = -100
+TASKS = ("sequence", "token", "causal", "seq2seq")
+
+
+def task_of(model: nn.Module) -> str | None:
+    """The task shape of a Hugging Face model, from its config and class name."""
+    if getattr(model.config, "is_encoder_decoder", False):
+        return "seq2seq"
+    name = type(model).__name__
+    if name.endswith(("ForCausalLM", "LMHeadModel")):
+        return "causal"
+    if name.endswith("ForTokenClassification"):
+        return "token"
+    if name.endswith("ForSequenceClassification"):
+        return "sequence"
+    return None
+
+
+def _logits(outputs) -> torch.Tensor:
+    logits = getattr(outputs, "logits", None)
+    if logits is None and isinstance(outputs, (tuple, list)) and outputs:
+        logits = outputs[0]
+    if not torch.is_tensor(logits):
+        raise ValueError(
+            "target='label'/'prediction' needs a model with a task head that returns logits "
+            "(e.g. AutoModelForSequenceClassification); for a bare encoder pass a callable "
+            "target=(outputs, batch) -> Tensor[batch]"
+        )
+    return logits
+
+
+def _task(model: nn.Module, logits: torch.Tensor) -> str:
+    task = task_of(model)
+    if task is not None:
+        return task
+    return "sequence" if logits.dim() == 2 else "token"
+
+
+def check_labels(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    """Raise a clear error for labels a head cannot score."""
+    task = _task(model, logits)
+    n_classes = logits.shape[-1]
+    if task == "sequence" and n_classes == 1:
+        return  # regression
+    valid = labels[labels != IGNORE]
+    if valid.numel() and (valid.min() < 0 or valid.max() >= n_classes):
+        raise ValueError(
+            f"labels must lie in [0, {n_classes}) (or be {IGNORE} to ignore a position); got values "
+            f"from {int(valid.min())} to {int(valid.max())}. Map your label values to class ids first."
+        )
+    if task == "sequence" and labels.dim() != 1:
+        raise ValueError(f"sequence classification needs labels of shape [batch], got {tuple(labels.shape)}")
+
+
+def log_prob_of(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Per-example sum of log p(label) over the labelled positions -> [batch] in ``dtype``."""
+    task = _task(model, logits)
+    logits = logits.to(dtype)
+    if task == "sequence":
+        if logits.shape[-1] == 1:  # regression head: F = -(prediction - label)^2
+            return -(logits[:, 0] - labels.to(dtype)) ** 2
+        return torch.log_softmax(logits, -1).gather(-1, labels[:, None]).squeeze(-1)
+    if task == "causal":
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    keep = labels != IGNORE
+    safe = labels.masked_fill(~keep, 0)
+    logp = torch.log_softmax(logits, -1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    return (logp * keep).sum(-1)
+
+
+def predicted_labels(model: nn.Module, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """The model's own argmax in the place of labels (positions as ``labels`` would have)."""
+    task = _task(model, logits)
+    pred = logits.argmax(-1)
+    if task == "sequence":
+        return logits[:, 0].detach().clone() if logits.shape[-1] == 1 else pred
+    if task == "seq2seq":
+        mask = batch.get("decoder_attention_mask")
+        if mask is None and batch.get("labels") is not None:
+            mask = batch["labels"] != IGNORE
+        return pred if mask is None else pred.masked_fill(~mask.bool(), IGNORE)
+    mask = batch.get("attention_mask")
+    if task == "causal":
+        # position t + 1 is "labelled" with the argmax of the logits at t
+        shifted = torch.full_like(pred, IGNORE)
+        shifted[:, 1:] = pred[:, :-1]
+        return shifted if mask is None else shifted.masked_fill(~mask.bool(), IGNORE)
+    return pred if mask is None else pred.masked_fill(~mask.bool(), IGNORE)
+
+
+def resolve(target: TargetSpec) -> TargetSpec:
+    if callable(target) or target in ("label", "prediction"):
+        return target
+    raise ValueError(f"target must be 'label', 'prediction' or a callable (outputs, batch) -> Tensor, got {target!r}")

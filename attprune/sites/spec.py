@@ -1,0 +1,250 @@
+"""Architecture specs: a small, public description of where a family keeps its sites.
+
+A spec names the block lists and, relative to each block, the attention and FFN
+modules with their projections.  Support for a new architecture is one
+``register_architecture(ArchSpec(...))`` call; see ``attprune/sites/families.py`` for
+the built-in ones.
+
+Example (a BERT-like model)::
+
+    from attprune import ArchSpec, AttentionSpec, FFNSpec, register_architecture
+
+    register_architecture(ArchSpec(
+        name="my-bert",
+        model_types=("my_bert",),
+        blocks=(("encoder.layer", "input"),),
+        attention=(AttentionSpec(module="attention", out="output.dense",
+                                 q="self.query", k="self.key", v="self.value"),),
+        ffn=(FFNSpec(module="", down="output.dense", up=("intermediate.dense",)),),
+        head_dim=lambda cfg: cfg.hidden_size // cfg.num_attention_heads,
+        embeddings=("embeddings",),
+    ))
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from torch import nn
+
+from .site import FFN, HEADS, UNIT_KINDS, Site, in_features, out_features
+
+STREAMS = ("input", "decoder")
+
+
+@dataclass(frozen=True)
+class FFNSpec:
+    """Where an FFN lives inside a block.
+
+    module: path of the FFN relative to the block ("" is the block itself; ``*``
+        matches one path component, e.g. ``"layer.*.DenseReluDense"``).
+    down: the output projection, relative to ``module`` (the site).
+    up: the projections producing the intermediate neurons (those that exist are used).
+    """
+
+    module: str
+    down: str
+    up: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """Where an attention module lives inside a block.
+
+    module: path relative to the block (wildcards as in ``FFNSpec``).
+    out: the output projection, relative to ``module`` (the site).
+    q, k, v: separate projections, or ``qkv``: one fused q|k|v projection.
+    """
+
+    module: str
+    out: str
+    q: str | None = None
+    k: str | None = None
+    v: str | None = None
+    qkv: str | None = None
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """How to find the sites of one architecture family.
+
+    name: a label for messages.
+    model_types: ``config.model_type`` values this spec serves.
+    blocks: ``(path, stream)`` pairs in execution order; ``path`` is the block list
+        (an ``nn.ModuleList``) given by its full path or a dotted suffix of it
+        (``"encoder.layer"`` matches ``bert.encoder.layer``).
+    attention / ffn: where those modules live inside a block.
+    head_dim: ``config -> head dimension``.
+    embeddings: suffix path(s) of the input-embedding module(s) whose output the
+        ``"conductance"`` method interpolates (every one of them that runs).
+    """
+
+    name: str
+    model_types: tuple[str, ...]
+    blocks: tuple[tuple[str, str], ...]
+    attention: tuple[AttentionSpec, ...]
+    ffn: tuple[FFNSpec, ...]
+    head_dim: Callable[[object], int]
+    embeddings: tuple[str, ...]
+
+
+_REGISTRY: dict[str, ArchSpec] = {}
+
+
+class UnsupportedModelError(ValueError):
+    """The model has no registered architecture spec, or the spec does not match it."""
+
+
+def register_architecture(spec: ArchSpec, *, override: bool = False) -> ArchSpec:
+    """Make attprune understand a new architecture family (see the module docstring)."""
+    for stream in (s for _, s in spec.blocks):
+        if stream not in STREAMS:
+            raise ValueError(f"unknown stream {stream!r} in spec {spec.name!r}; use one of {STREAMS}")
+    for model_type in spec.model_types:
+        if model_type in _REGISTRY and not override and _REGISTRY[model_type] is not spec:
+            raise ValueError(
+                f"model_type {model_type!r} already has the spec {_REGISTRY[model_type].name!r}; "
+                "pass override=True to replace it"
+            )
+        _REGISTRY[model_type] = spec
+    return spec
+
+
+def spec_for(model: nn.Module) -> ArchSpec:
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type in _REGISTRY:
+        return _REGISTRY[model_type]
+    known = ", ".join(sorted(_REGISTRY))
+    raise UnsupportedModelError(
+        f"attprune does not know where {type(model).__name__} (model_type={model_type!r}) keeps "
+        f"its FFN neurons and attention heads. Known model types: {known}. Describe the "
+        "architecture with attprune.ArchSpec(...) and call attprune.register_architecture(spec): "
+        "see the 'Your own architecture' section of the README."
+    )
+
+
+def _find_block_list(model: nn.Module, path: str) -> tuple[str, nn.ModuleList] | None:
+    matches = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList) and (name == path or name.endswith("." + path))
+    ]
+    if len(matches) > 1:
+        names = ", ".join(name for name, _ in matches)
+        raise UnsupportedModelError(f"block path {path!r} is ambiguous in {type(model).__name__}: {names}")
+    return matches[0] if matches else None
+
+
+def _match_children(block: nn.Module, pattern: str) -> list[tuple[str, nn.Module]]:
+    if pattern == "":
+        return [("", block)]
+    return [(name, m) for name, m in block.named_modules() if name and fnmatch.fnmatchcase(name, pattern)
+            and name.count(".") == pattern.count(".")]
+
+
+def _join(*parts: str) -> str:
+    return ".".join(p for p in parts if p)
+
+
+def _get(module: nn.Module, path: str | None) -> nn.Module | None:
+    if path is None:
+        return None
+    try:
+        return module.get_submodule(path)
+    except AttributeError:
+        return None
+
+
+def _attention_sites(spec: ArchSpec, config, block_path: str, block: nn.Module, stream: str) -> list[Site]:
+    head_dim = spec.head_dim(config)
+    sites = []
+    for att in spec.attention:
+        for rel, module in _match_children(block, att.module):
+            out = _get(module, att.out)
+            if out is None:
+                continue
+            base = _join(block_path, rel)
+            n_features = in_features(out)
+            if n_features % head_dim:
+                raise UnsupportedModelError(
+                    f"{_join(base, att.out)} has {n_features} input features, not a multiple of "
+                    f"head_dim={head_dim}"
+                )
+            n_heads = n_features // head_dim
+            if att.qkv is not None:
+                producers, n_kv = (_join(base, att.qkv),), n_heads
+            else:
+                k = _get(module, att.k)
+                n_kv = out_features(k) // head_dim if k is not None else n_heads
+                producers = tuple(_join(base, p) for p in (att.q, att.k, att.v) if _get(module, p) is not None)
+            sites.append(Site(
+                path=_join(base, att.out), kind=HEADS, block=block_path, stream=stream,
+                n_units=n_heads, unit_size=head_dim, producers=producers, attention=base,
+                n_kv_heads=n_kv, fused_qkv=att.qkv is not None,
+            ))
+    return sites
+
+
+def _ffn_sites(spec: ArchSpec, block_path: str, block: nn.Module, stream: str) -> list[Site]:
+    sites = []
+    for ffn in spec.ffn:
+        for rel, module in _match_children(block, ffn.module):
+            down = _get(module, ffn.down)
+            if down is None:
+                continue
+            base = _join(block_path, rel)
+            producers = tuple(_join(base, p) for p in ffn.up if _get(module, p) is not None)
+            sites.append(Site(
+                path=_join(base, ffn.down), kind=FFN, block=block_path, stream=stream,
+                n_units=in_features(down), unit_size=1, producers=producers,
+            ))
+    return sites
+
+
+def find_sites(model: nn.Module, units: Iterable[str] = UNIT_KINDS) -> list[Site]:
+    """Every site of ``model`` in execution order (blocks in order; attention before FFN).
+
+    >>> sites = find_sites(model, units=("ffn",))
+    >>> sites[0].path, sites[0].n_units
+    ('bert.encoder.layer.0.output.dense', 1536)
+    """
+    units = tuple(units)
+    unknown = [u for u in units if u not in UNIT_KINDS]
+    if unknown or not units:
+        raise ValueError(f"units must be a non-empty subset of {UNIT_KINDS}, got {units!r}")
+    spec = spec_for(model)
+    sites: list[Site] = []
+    found_blocks = False
+    for list_path, stream in spec.blocks:
+        found = _find_block_list(model, list_path)
+        if found is None:
+            continue
+        found_blocks = True
+        list_name, block_list = found
+        for index, block in enumerate(block_list):
+            block_path = f"{list_name}.{index}"
+            if HEADS in units:
+                sites += _attention_sites(spec, model.config, block_path, block, stream)
+            if FFN in units:
+                sites += _ffn_sites(spec, block_path, block, stream)
+    if not found_blocks:
+        raise UnsupportedModelError(
+            f"none of the block lists {[p for p, _ in spec.blocks]} of spec {spec.name!r} exist in "
+            f"{type(model).__name__}"
+        )
+    if not sites:
+        raise UnsupportedModelError(f"spec {spec.name!r} found no {units} sites in {type(model).__name__}")
+    return sites
+
+
+def find_embeddings(model: nn.Module) -> list[str]:
+    """Paths of the input-embedding modules (their outputs are what ``method="conductance"``
+    interpolates): every module matching one of the spec's ``embeddings`` suffixes."""
+    suffixes = spec_for(model).embeddings
+    matches = [n for n, _ in model.named_modules() if any(n == s or n.endswith("." + s) for s in suffixes)]
+    if not matches:
+        raise UnsupportedModelError(f"no embedding module {suffixes} in {type(model).__name__}")
+    return matches
