@@ -1,0 +1,144 @@
+"""The ``attprune`` command line: ``attprune score ...``, ``attprune demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from .attribution.api import METHODS
+from .attribution.quadrature import QUADRATURES
+from .attribution.tokens import REDUCTIONS
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
+          "float16": torch.float16}
+
+
+def _add_score_parser(sub) -> None:
+    p = sub.add_parser(
+        "score", help="score every FFN neuron and attention head of a model on a data file",
+        description="Compute attribution scores of every FFN neuron and attention head and write "
+                    "OUT/scores.safetensors (load with attprune.Scores.load) and OUT/summary.json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True,
+                   help="a Hugging Face model folder (from_pretrained), or 'minilm' for the packaged "
+                        "all-MiniLM-L6-v2 with a new seeded classification head")
+    p.add_argument("--data", required=True, help="a .csv/.tsv (with a header), .jsonl/.json file, or a "
+                                                 "folder saved with datasets' save_to_disk")
+    p.add_argument("--split", default=None, help="split of a saved DatasetDict folder")
+    p.add_argument("--text-column", default="text", help="column holding the input text")
+    p.add_argument("--text-pair-column", default=None, help="second text column for sentence-pair tasks")
+    p.add_argument("--label-column", default="label",
+                   help="column holding the label (a class for classifiers, target text for seq2seq); "
+                        "unused by causal LMs")
+    p.add_argument("--label-map", default=None, help="map raw label values to class ids, e.g. '-1:0,1:1'")
+    p.add_argument("--max-length", type=int, default=128, help="truncate inputs to this many tokens")
+    p.add_argument("--batch-size", type=int, default=16, help="examples per batch")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N examples")
+    p.add_argument("--method", choices=METHODS, default="ig", help="attribution method")
+    p.add_argument("--steps", type=int, default=20, help="integration steps (ig, conductance)")
+    p.add_argument("--quadrature", choices=QUADRATURES, default="riemann_right",
+                   help="node rule of the integral (Captum's names)")
+    p.add_argument("--units", default="ffn,heads", help="comma-separated unit kinds: ffn, heads")
+    p.add_argument("--target", choices=("label", "prediction"), default="label",
+                   help="explain the gold label's log-probability, or the model's own prediction "
+                        "(no labels needed)")
+    p.add_argument("--reduce-tokens", choices=REDUCTIONS, default="sum",
+                   help="how per-token scores become one per example")
+    p.add_argument("--rows-per-pass", type=int, default=None,
+                   help="interpolation rows (examples x steps) per forward pass; default: a token budget")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                   help="compute the model in this dtype (scores accumulate in float32)")
+    p.add_argument("--seed", type=int, default=0, help="seed for method=random and new heads")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attprune",
+        description="Task-specific compression of transformers: attribution of every FFN neuron "
+                    "and attention head.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_score_parser(sub)
+    d = sub.add_parser("demo", help="run the built-in demo on the packaged MiniLM (offline)",
+                       description="Fit a sentiment head on the packaged all-MiniLM-L6-v2, score its "
+                                   "neurons and heads with integrated gradients, preview a cut.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d.add_argument("--out", default="out/demo", help="output folder")
+    d.add_argument("--steps", type=int, default=20, help="integration steps")
+    d.add_argument("--sparsity", type=float, default=0.5, help="fraction of units the preview removes")
+    d.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def _load_model(name: str, seed: int):
+    from transformers import AutoConfig, AutoTokenizer
+    import transformers
+
+    if name == "minilm":
+        from .models import load_minilm_classifier
+        return load_minilm_classifier(seed=seed)
+    path = Path(name)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model folder {path} does not exist (give a from_pretrained folder or 'minilm')")
+    config = AutoConfig.from_pretrained(path)
+    arch = (getattr(config, "architectures", None) or [None])[0]
+    cls = getattr(transformers, arch, None) if arch else None
+    if cls is None:
+        cls = transformers.AutoModel
+    torch.manual_seed(seed)
+    model = cls.from_pretrained(path).eval()
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def _score(args) -> int:
+    from .attribution import attribute
+    from .attribution.targets import task_of
+    from .data import parse_label_map, read_rows, text_batches
+    from .io import write_json
+
+    out = Path(args.out)
+    units = tuple(u.strip() for u in args.units.split(",") if u.strip())
+    model, tokenizer = _load_model(args.model, args.seed)
+    rows = read_rows(args.data, args.split)[: args.limit]
+    task = task_of(model) or "sequence"
+    label_column = None if args.target == "prediction" and task == "sequence" else args.label_column
+    batches = text_batches(rows, tokenizer, task=task, text_column=args.text_column, label_column=label_column,
+                           text_pair_column=args.text_pair_column, max_length=args.max_length,
+                           batch_size=args.batch_size, num_labels=getattr(model.config, "num_labels", None),
+                           label_map=parse_label_map(args.label_map),
+                           label2id=getattr(model.config, "label2id", None))
+    scores = attribute(model, batches, units=units, method=args.method, steps=args.steps,
+                       quadrature=args.quadrature, target=args.target, reduce_tokens=args.reduce_tokens,
+                       dtype=DTYPES[args.dtype] if args.dtype else None, batch_size=args.rows_per_pass,
+                       progress=not args.no_progress, seed=args.seed)
+    scores.save(out / "scores.safetensors")
+    summary = scores.summary()
+    write_json(out / "summary.json", dict(scores.meta, data=str(args.data), summary=summary))
+    print(summary)
+    print(f"wrote {out / 'scores.safetensors'} and {out / 'summary.json'} "
+          f"({scores.meta['n_examples']} examples, {scores.meta['seconds']} s)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "score":
+            return _score(args)
+        from .demo import run_demo
+        run_demo(out=args.out, steps=args.steps, sparsity=args.sparsity, progress=not args.no_progress)
+        return 0
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        print(f"attprune: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("attprune: interrupted; nothing was written under the output folder", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
