@@ -33,7 +33,7 @@ def _add_score_parser(sub) -> None:
     p.add_argument("--label-column", default="label",
                    help="column holding the label (a class for classifiers, target text for seq2seq); "
                         "unused by causal LMs")
-    p.add_argument("--label-map", default=None, help="map raw label values to class ids, e.g. '-1:0,1:1'")
+    p.add_argument("--label-map", default=None, help="map raw label values to class ids, e.g. --label-map=-1:0,1:1 (use '=' when a value starts with '-')")
     p.add_argument("--max-length", type=int, default=128, help="truncate inputs to this many tokens")
     p.add_argument("--batch-size", type=int, default=16, help="examples per batch")
     p.add_argument("--limit", type=int, default=None, help="use only the first N examples")
@@ -102,8 +102,8 @@ def _score(args) -> int:
 
     out = Path(args.out)
     units = tuple(u.strip() for u in args.units.split(",") if u.strip())
+    rows = read_rows(args.data, args.split)[: args.limit]  # before the model: fail fast on bad data
     model, tokenizer = _load_model(args.model, args.seed)
-    rows = read_rows(args.data, args.split)[: args.limit]
     task = task_of(model) or "sequence"
     label_column = None if args.target == "prediction" and task == "sequence" else args.label_column
     batches = text_batches(rows, tokenizer, task=task, text_column=args.text_column, label_column=label_column,

@@ -83,11 +83,11 @@ def class_ids(values: Iterable, num_labels: int, label_map: dict[str, int] | Non
             ids = [int(float(v)) for v in values]
         except ValueError:
             raise ValueError(f"labels such as {values[0]!r} are not class ids; pass a label map "
-                             "(--label-map 'neg:0,pos:1')") from None
+                             "(--label-map=neg:0,pos:1)") from None
     bad = sorted({i for i in ids if not 0 <= i < num_labels})
     if bad:
         raise ValueError(f"label ids {bad[:5]} are outside [0, {num_labels}) for a model with {num_labels} "
-                         "labels; map them with a label map (--label-map '-1:0,1:1')")
+                         "labels; map them with a label map (--label-map=-1:0,1:1)")
     return ids
 
 

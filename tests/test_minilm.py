@@ -1,0 +1,66 @@
+"""The real packaged pretrained model: exact IG on real sentences, and the demo end to end."""
+
+import pytest
+import torch
+from captum.attr import IntegratedGradients
+
+import attprune
+from attprune.demo import run_demo
+from attprune.models import load_minilm_classifier
+from attprune.samples import LABELS, SENTENCES
+
+import reference
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    model, tokenizer = load_minilm_classifier()
+    enc = tokenizer(SENTENCES[:4], padding=True, return_tensors="pt")
+    return model, dict(enc, labels=torch.tensor(LABELS[:4]))
+
+
+def test_minilm_sites(minilm):
+    model, _ = minilm
+    sites = attprune.find_sites(model)
+    assert len(sites) == 12
+    assert sum(s.n_units for s in sites if s.kind == "ffn") == 6 * 1536
+    assert all(s.n_units == 12 and s.unit_size == 32 for s in sites if s.kind == "heads")
+
+
+def test_minilm_ig_matches_captum_in_float64(minilm):
+    model, batch = minilm
+    model = model.double()
+    try:
+        scores = attprune.attribute(model, [batch], steps=8, units=("ffn", "heads"), progress=False)
+        for site in [attprune.find_sites(model)[i] for i in (0, 7, 11)]:
+            module = model.get_submodule(site.path)
+
+            def forward(x_site, ids, mask):
+                h = module.register_forward_pre_hook(lambda m, a: (x_site,))
+                try:
+                    out = model(input_ids=ids, attention_mask=mask)
+                finally:
+                    h.remove()
+                return reference.objective(model, out, batch["labels"].repeat(x_site.shape[0] // 4))
+
+            x = reference.site_input(model, site.path, batch)
+            attr = IntegratedGradients(forward).attribute(
+                x, baselines=torch.zeros_like(x), additional_forward_args=(batch["input_ids"], batch["attention_mask"]),
+                n_steps=8, method="riemann_right")
+            expected = reference.reduce_units(attr, site, batch["attention_mask"].bool()).mean(0)
+            torch.testing.assert_close(scores.sites[site.path].mean, expected, rtol=1e-6,
+                                       atol=1e-9 * expected.abs().max().item())
+    finally:
+        model.float()
+
+
+def test_demo_end_to_end(tmp_path, capsys):
+    scores = run_demo(out=tmp_path, steps=4, n_examples=4, progress=False)
+    text = capsys.readouterr().out
+    assert "train accuracy 1.00" in text and "preview" in text
+    loaded = attprune.Scores.load(tmp_path / "scores.safetensors")
+    assert loaded.n_examples == 4 and len(loaded.sites) == 12
+    for p, s in scores.sites.items():
+        assert torch.equal(loaded.sites[p].sum, s.sum)
