@@ -133,18 +133,15 @@ class Scores:
         try:
             with safe_open(str(path), framework="pt") as f:
                 metadata = f.metadata() or {}
-                if metadata.get("format") != FORMAT:
-                    raise ValueError(f"{path} is not an attprune scores file (format {metadata.get('format')!r})")
-                index = json.loads(metadata["sites"])
-                sites = {
-                    p: SiteScores(info["kind"], *(f.get_tensor(f"{p}::{stat}") for stat in _STATS), info["count"])
-                    for p, info in index.items()
-                }
-                meta = json.loads(metadata.get("meta", "{}"))
-        except (OSError, KeyError, json.JSONDecodeError, Exception) as err:  # safetensors raises its own types
-            if isinstance(err, ValueError) and "attprune" in str(err):
-                raise
+                if metadata.get("format") == FORMAT:
+                    index = json.loads(metadata["sites"])
+                    sites = {p: SiteScores(info["kind"], *(f.get_tensor(f"{p}::{stat}") for stat in _STATS),
+                                           info["count"]) for p, info in index.items()}
+                    meta = json.loads(metadata.get("meta", "{}"))
+        except Exception as err:  # safetensors raises its own error types for damaged files
             raise ValueError(f"{path} is not a readable attprune scores file ({err}); re-run the scoring") from err
+        if metadata.get("format") != FORMAT:
+            raise ValueError(f"{path} is not an attprune scores file (format {metadata.get('format')!r})")
         for p, s in sites.items():
             if s.kind not in UNIT_KINDS:
                 raise ValueError(f"{path}: site {p} has unknown kind {s.kind!r}")
