@@ -6,6 +6,9 @@
 """
 
 from .attribution import METHODS, QUADRATURES, Scores, SiteScores, attribute
+from .checkpoint import CheckpointError, from_pretrained, save_pretrained
+from .compact import compact, mask
+from .plan import Plan, PlanMismatchError, make_plan
 from .sites import (
     ArchSpec,
     AttentionSpec,
@@ -20,5 +23,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArchSpec", "AttentionSpec", "FFNSpec", "METHODS", "QUADRATURES", "Scores", "Site", "SiteScores",
-    "UnsupportedModelError", "attribute", "find_sites", "register_architecture",
+    "UnsupportedModelError", "attribute", "find_sites", "register_architecture", "make_plan", "Plan",
+    "PlanMismatchError", "mask", "compact", "save_pretrained", "from_pretrained", "CheckpointError",
 ]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from ..sites import Site, find_embeddings, weight_out_in
-from .replay import patched_forwards
+from ..hooks import patched_forwards
 from .runner import Clean, Runner, tile_batch
 from .tokens import per_unit, reduce_tokens, token_mask
 

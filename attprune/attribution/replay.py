@@ -142,30 +142,6 @@ def batch_major_leaves(sizes_one: list[int], sizes_two: list[int]) -> set[int]:
     return {i for i, (a, b) in enumerate(zip(sizes_one, sizes_two)) if a == 1 and b == 2}
 
 
-@contextlib.contextmanager
-def patched_forwards(model: nn.Module, replacements: dict[str, Callable[[Callable, tuple, dict], Any]]):
-    """Temporarily route ``module.forward`` through ``replacement(original, args, kwargs)``."""
-    saved = []
-    try:
-        for name, replacement in replacements.items():
-            module = model.get_submodule(name)
-            had_own = "forward" in module.__dict__
-            original = module.forward
-
-            def forward(*args, _orig=original, _rep=replacement, **kwargs):
-                return _rep(_orig, args, kwargs)
-
-            module.forward = forward
-            saved.append((module, had_own, original))
-        yield
-    finally:
-        for module, had_own, original in reversed(saved):
-            if had_own:
-                module.forward = original
-            else:
-                del module.forward
-
-
 def replay_plan(log: CallLog, replaced: set[tuple[str, int]], outputs: dict[tuple[str, int], Any],
                 batch_major: dict[tuple[str, int], set[int]], times: int) -> dict[str, Callable]:
     """Forward replacements that return the recorded (tiled) outputs of ``replaced`` calls."""

@@ -1,0 +1,61 @@
+"""T5: where a head is removed from T5.
+
+Heads: rows of ``q``/``k``/``v``, columns of ``o`` (generic slicing), plus the per-layer
+attributes ``n_heads`` and ``inner_dim``.  The relative position bias is the T5-specific
+part: block 0's ``relative_attention_bias`` (an Embedding [buckets, heads]) computes a
+[1, heads, q, k] bias that ``T5Stack`` hands to every later layer.  Once layers keep
+different heads, one shared bias cannot fit them all, so every self-attention layer of a
+compacted stack gets its own table (block 0's columns of the heads it keeps: a few hundred
+numbers per layer) and computes its own bias; a pre-hook drops the bias handed down the
+stack.  Cross-attention has no relative bias (zeros of its own head count).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import HeadLayout, set_existing
+
+
+def _own_position_bias(module, args, kwargs):
+    kwargs["position_bias"] = None
+    return args, kwargs
+
+
+class T5Layout(HeadLayout):
+    empty_path = ""
+    empty_out_name = "o"
+    empty_outputs = 3
+
+    def set_heads(self, attention, n_heads, n_kv_heads, head_dim):
+        set_existing(attention, n_heads=n_heads, inner_dim=n_heads * head_dim)
+
+    def finalize(self, model: nn.Module, head_sites: list, kept: dict) -> None:
+        stacks: dict[str, list] = {}
+        for name, module in model.named_modules():
+            if type(module).__name__ == "T5Attention":
+                stacks.setdefault(name.split(".block.")[0], []).append((name, module))
+        for stack, attentions in stacks.items():
+            if not any(site.attention.startswith(stack + ".block.") for site in head_sites):
+                continue
+            shared = next((m.relative_attention_bias.weight.detach() for n, m in attentions
+                           if n.endswith("SelfAttention") and m.has_relative_attention_bias), None)
+            for name, module in attentions:
+                heads = kept.get(name + ".o")
+                if getattr(module, "_attprune_own_bias", False):  # compacted before: slice its own table
+                    if heads is not None and name.endswith("SelfAttention"):
+                        self._give_table(module, module.relative_attention_bias.weight.detach(), heads)
+                    continue
+                if name.endswith("SelfAttention") and shared is not None:
+                    self._give_table(module, shared, torch.arange(shared.shape[1]) if heads is None else heads)
+                module.register_forward_pre_hook(_own_position_bias, with_kwargs=True)
+                module._attprune_own_bias = True
+
+    @staticmethod
+    def _give_table(module: nn.Module, table: torch.Tensor, heads: torch.Tensor) -> None:
+        """The layer's own relative-position table: ``table``'s columns of its kept heads."""
+        embedding = nn.Embedding(table.shape[0], heads.numel(), device=table.device, dtype=table.dtype)
+        embedding.weight = nn.Parameter(table.index_select(1, heads.to(table.device)).contiguous())
+        module.relative_attention_bias = embedding
+        module.has_relative_attention_bias = True

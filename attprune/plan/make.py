@@ -1,0 +1,155 @@
+"""``make_plan``: from scores to the units every site keeps.
+
+Ranking value per unit (``rank_by``): ``"abs"`` |signed mean| (default), ``"mean_abs"``
+mean of |per-example score|, ``"signed"`` the raw signed mean (the lowest go first: it
+collapses real classifiers, see the README; kept available, never the default).
+
+``scope="layer"`` removes the same fraction from every site.  ``scope="global"`` pools the
+units of all sites of a kind after ``normalize``: ``"none"``, ``"layer"`` (divide each
+site's values by the site's mean |value|, so that sites with larger score scales do not
+keep everything) or ``"l2"`` (divide by the site's L2 norm), then removes the lowest
+fraction of the pool.
+
+Then, per site: ``round_to`` rounds the kept count to the nearest multiple (tensor-core
+friendly widths; never above the site's size), ``min_keep`` keeps at least that many units
+(``min_keep=0`` lets a site be removed whole).
+
+Grouped-KV attention (fewer key/value heads than query heads): a valid model needs every
+KV group it keeps to serve the same number of query heads.  attprune chooses, per site,
+the number of groups G and query heads per group g with G * g closest to the requested
+count (ties: the larger kept score), keeping the G groups whose best g heads score highest
+and those heads in each.  Dropping a whole group also removes its k/v rows, so both
+shrinking groups and removing them are reachable; the scores decide.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..attribution.scores import Scores
+from ..sites import FFN, HEADS
+from .plan import Plan
+
+RANK_BY = ("abs", "mean_abs", "signed")
+SCOPES = ("global", "layer")
+NORMALIZE = ("none", "layer", "l2")
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1 or math.isnan(value):
+        raise ValueError(f"{name} must be a fraction to remove in [0, 1), got {value!r}")
+
+
+def _values(scores: Scores, kind: str, rank_by: str) -> dict[str, torch.Tensor]:
+    sites = {p: s for p, s in scores.sites.items() if s.kind == kind}
+    if rank_by == "abs":
+        values = {p: s.mean.abs() for p, s in sites.items()}
+    elif rank_by == "mean_abs":
+        values = {p: s.mean_abs for p, s in sites.items()}
+    else:
+        values = {p: s.mean for p, s in sites.items()}
+    for path, v in values.items():
+        if not torch.isfinite(v).all():
+            raise ValueError(f"scores of {path} contain NaN or inf; refusing to plan (re-run the attribution, "
+                             "e.g. in float32)")
+    return {p: v.double() for p, v in values.items()}
+
+
+def _normalized(values: dict[str, torch.Tensor], how: str) -> dict[str, torch.Tensor]:
+    if how == "none":
+        return values
+    scale = {p: (v.abs().mean() if how == "layer" else v.norm()) for p, v in values.items()}
+    return {p: v / scale[p] if scale[p] > 0 else v for p, v in values.items()}
+
+
+def _keep_counts(values: dict[str, torch.Tensor], fraction: float, scope: str, normalize: str) -> dict[str, int]:
+    if scope == "layer":
+        return {p: v.numel() - int(round(fraction * v.numel())) for p, v in values.items()}
+    pooled = _normalized(values, normalize)
+    flat = torch.cat([v for v in pooled.values()])
+    n_remove = int(round(fraction * flat.numel()))
+    if n_remove == 0:
+        return {p: v.numel() for p, v in values.items()}
+    # stable order: ties go by position, so plans are deterministic
+    order = torch.sort(flat, stable=True).indices[:n_remove]
+    removed = torch.zeros(flat.numel(), dtype=torch.bool)
+    removed[order] = True
+    counts, start = {}, 0
+    for path, v in pooled.items():
+        counts[path] = int((~removed[start:start + v.numel()]).sum())
+        start += v.numel()
+    return counts
+
+
+def _round(count: int, n: int, round_to: int, min_keep: int) -> int:
+    if count > 0 and round_to > 1:
+        count = max(round_to, round_to * int(round(count / round_to)))
+    if count < min_keep:
+        count = min_keep
+    return min(count, n)
+
+
+def _top(values: torch.Tensor, k: int) -> torch.Tensor:
+    if k <= 0:
+        return torch.zeros(0, dtype=torch.long)
+    order = torch.sort(values, descending=True, stable=True).indices[:k]
+    return order.sort().values
+
+
+def _grouped_heads(values: torch.Tensor, count: int, n_kv: int) -> torch.Tensor:
+    """Kept query heads of a grouped-KV site: G groups x g heads, G * g closest to ``count``."""
+    n = values.numel()
+    per_group = n // n_kv
+    grouped = values.view(n_kv, per_group)
+    best = None
+    for g in range(1, per_group + 1):
+        top_vals, top_idx = grouped.topk(g, dim=1)
+        groups = min(n_kv, max(0, int(round(count / g))))
+        group_score = top_vals.sum(1)
+        chosen = _top(group_score, groups)
+        score = float(group_score[chosen].sum())
+        key = (abs(groups * g - count), -score)
+        if best is None or key < best[0]:
+            kept = (chosen[:, None] * per_group + top_idx[chosen]).flatten()
+            best = (key, kept.sort().values)
+    return best[1] if count > 0 else torch.zeros(0, dtype=torch.long)
+
+
+def make_plan(scores: Scores, *, ffn: float = 0.0, heads: float = 0.0, scope: str = "global",
+              normalize: str = "layer", rank_by: str = "abs", round_to: int = 1, min_keep: int = 1,
+              kv_heads: dict[str, int] | None = None) -> Plan:
+    """Turn scores into a plan that removes the fraction ``ffn`` of FFN neurons and
+    ``heads`` of attention heads (see the module docstring for every option).
+
+    >>> plan = attprune.make_plan(scores, ffn=0.5, heads=0.25, scope="global", normalize="layer")
+
+    ``kv_heads``: key/value heads per attention site, for grouped-KV models (taken from the
+    scores' metadata when attribution recorded them).
+    """
+    _check_fraction("ffn", ffn)
+    _check_fraction("heads", heads)
+    for name, value, allowed in (("scope", scope, SCOPES), ("normalize", normalize, NORMALIZE),
+                                 ("rank_by", rank_by, RANK_BY)):
+        if value not in allowed:
+            raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+    if not isinstance(round_to, int) or round_to < 1:
+        raise ValueError(f"round_to must be an integer >= 1, got {round_to!r}")
+    if not isinstance(min_keep, int) or min_keep < 0:
+        raise ValueError(f"min_keep must be an integer >= 0, got {min_keep!r}")
+    kv_heads = dict(scores.meta.get("kv_heads", {}), **(kv_heads or {}))
+    kept: dict[str, dict[str, torch.Tensor]] = {FFN: {}, HEADS: {}}
+    for kind, fraction in ((FFN, ffn), (HEADS, heads)):
+        values = _values(scores, kind, rank_by)
+        if not values:
+            continue
+        counts = _keep_counts(values, fraction, scope, normalize)
+        for path, v in values.items():
+            count = _round(counts[path], v.numel(), round_to, min_keep)
+            n_kv = kv_heads.get(path, v.numel()) if kind == HEADS else v.numel()
+            kept[kind][path] = _grouped_heads(v, count, n_kv) if n_kv < v.numel() else _top(v, count)
+    sizes = {p: s.sum.numel() for p, s in scores.sites.items()}
+    meta = dict(ffn=ffn, heads=heads, scope=scope, normalize=normalize, rank_by=rank_by, round_to=round_to,
+                min_keep=min_keep, method=scores.meta.get("method"), model_class=scores.meta.get("model_class"))
+    return Plan(kept[FFN], kept[HEADS], sizes, meta)
