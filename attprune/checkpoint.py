@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from .compact import applied_plan, compact
-from .plan.plan import Plan, PlanMismatchError
+from .plan.plan import Plan
+from .sites import find_sites
 
 MANIFEST = "attprune.json"
 FORMAT = "attprune.checkpoint/1"
@@ -126,10 +127,13 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _site_of(key: str, plan: Plan) -> str:
-    sites = list(plan.ffn) + list(plan.heads)
-    owner = max((s for s in sites if key.startswith(s.rsplit(".", 1)[0])), key=len, default=None)
-    return f" (site {owner})" if owner else ""
+def _site_of(key: str, model: nn.Module) -> str:
+    """" (site PATH)" for a weight of a site, its producers or its attention module."""
+    for site in find_sites(model):
+        owners = (site.path, *site.producers, *((site.attention,) if site.attention else ()))
+        if any(key.startswith(owner + ".") for owner in owners):
+            return f" (site {site.path})"
+    return ""
 
 
 def from_pretrained(path: str | Path, torch_dtype: torch.dtype | None = None,
@@ -164,7 +168,7 @@ def from_pretrained(path: str | Path, torch_dtype: torch.dtype | None = None,
     for key, tensor in state.items():
         target = expected.get(key)
         if target is not None and target.shape != tensor.shape:
-            raise CheckpointError(f"{key}{_site_of(key, plan)} has shape {tuple(tensor.shape)} in the checkpoint "
+            raise CheckpointError(f"{key}{_site_of(key, model)} has shape {tuple(tensor.shape)} in the checkpoint "
                                   f"but {tuple(target.shape)} under its plan: weights and plan do not match")
     dtype = torch_dtype
     state = {k: v.to(device=device, dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
@@ -176,7 +180,7 @@ def from_pretrained(path: str | Path, torch_dtype: torch.dtype | None = None,
         model.tie_weights()
     missing = [n for n, p in model.named_parameters() if p.device.type == "meta"]
     if missing:
-        raise CheckpointError(f"{path} is missing weights {missing[:5]}{_site_of(missing[0], plan)}")
+        raise CheckpointError(f"{path} is missing weights {missing[:5]}{_site_of(missing[0], model)}")
     model.to(device)
     if dtype is not None:
         model.to(dtype)

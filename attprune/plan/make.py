@@ -10,9 +10,9 @@ site's values by the site's mean |value|, so that sites with larger score scales
 keep everything) or ``"l2"`` (divide by the site's L2 norm), then removes the lowest
 fraction of the pool.
 
-Then, per site: ``round_to`` rounds the kept count to the nearest multiple (tensor-core
-friendly widths; never above the site's size), ``min_keep`` keeps at least that many units
-(``min_keep=0`` lets a site be removed whole).
+Then, per site: ``min_keep`` keeps at least that many units (``min_keep=0`` lets a site be
+removed whole), and ``round_to`` rounds a non-zero kept count to the nearest multiple
+(tensor-core friendly widths; at least ``round_to``, never above the site's size).
 
 Grouped-KV attention (fewer key/value heads than query heads): a valid model needs every
 KV group it keeps to serve the same number of query heads.  attprune chooses, per site,
@@ -84,10 +84,9 @@ def _keep_counts(values: dict[str, torch.Tensor], fraction: float, scope: str, n
 
 
 def _round(count: int, n: int, round_to: int, min_keep: int) -> int:
+    count = max(count, min_keep)
     if count > 0 and round_to > 1:
         count = max(round_to, round_to * int(round(count / round_to)))
-    if count < min_keep:
-        count = min_keep
     return min(count, n)
 
 
