@@ -29,7 +29,8 @@ test: setup
 
 bench: setup
 	$(PY) bench/attribution_throughput.py
-	$(PY) -m pytest bench/test_bench_attribution.py --benchmark-columns=min,mean,rounds
+	$(PY) bench/compaction_latency.py
+	$(PY) -m pytest bench/ --benchmark-only --benchmark-columns=min,mean,rounds
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .benchmarks

@@ -1,4 +1,4 @@
-"""The ``attprune`` command line: ``attprune score ...``, ``attprune demo``."""
+"""The ``attprune`` command line: ``attprune score``, ``attprune prune``, ``attprune demo``."""
 
 from __future__ import annotations
 
@@ -56,6 +56,34 @@ def _add_score_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def _add_prune_parser(sub) -> None:
+    from .plan.make import NORMALIZE, RANK_BY, SCOPES
+
+    p = sub.add_parser(
+        "prune", help="make a plan from scores, compact the model, save a checkpoint that reloads",
+        description="Rank units by their scores, remove the requested fractions, rewrite the model into "
+                    "smaller dense layers and save it with attprune.save_pretrained (reload with "
+                    "attprune.from_pretrained). Prints parameters and FLOPs before and after.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help="the model folder the scores were computed on, or 'minilm'")
+    p.add_argument("--scores", required=True, help="folder holding scores.safetensors (attprune score --out), "
+                                                   "or the .safetensors file itself")
+    p.add_argument("--ffn", type=float, default=0.0, help="fraction of FFN neurons to remove, in [0, 1)")
+    p.add_argument("--heads", type=float, default=0.0, help="fraction of attention heads to remove, in [0, 1)")
+    p.add_argument("--scope", choices=SCOPES, default="global",
+                   help="rank all sites of a kind together, or remove the same fraction per site")
+    p.add_argument("--normalize", choices=NORMALIZE, default="layer",
+                   help="global scope: divide each site's values by its mean |value| (layer) or L2 norm")
+    p.add_argument("--rank-by", choices=RANK_BY, default="abs",
+                   help="|signed mean| (abs), mean of |per-example score| (mean_abs) or the signed mean")
+    p.add_argument("--round-to", type=int, default=1, help="keep per-site widths at multiples of this")
+    p.add_argument("--min-keep", type=int, default=1, help="keep at least this many units per site (0: a site "
+                                                           "may be removed whole)")
+    p.add_argument("--seq-len", type=int, default=128, help="sequence length for the FLOP count")
+    p.add_argument("--seed", type=int, default=0, help="seed of a new head when --model is minilm")
+    p.add_argument("--out", required=True, help="output checkpoint folder (also gets plan.json)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attprune",
@@ -63,13 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "and attention head.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_score_parser(sub)
+    _add_prune_parser(sub)
     d = sub.add_parser("demo", help="run the built-in demo on the packaged MiniLM (offline)",
                        description="Fit a sentiment head on the packaged all-MiniLM-L6-v2, score its "
-                                   "neurons and heads with integrated gradients, preview a cut.",
+                                   "neurons and heads with integrated gradients, prune, compact, save, "
+                                   "reload, and compare accuracy and latency with the dense model.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d.add_argument("--out", default="out/demo", help="output folder")
     d.add_argument("--steps", type=int, default=20, help="integration steps")
-    d.add_argument("--sparsity", type=float, default=0.5, help="fraction of units the preview removes")
+    d.add_argument("--ffn", type=float, default=0.5, help="fraction of FFN neurons to remove")
+    d.add_argument("--heads", type=float, default=0.25, help="fraction of attention heads to remove")
     d.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -124,13 +155,35 @@ def _score(args) -> int:
     return 0
 
 
+def _prune(args) -> int:
+    from .attribution import Scores
+    from .checkpoint import save_pretrained
+    from .compact import compact
+    from .plan import make_plan
+
+    scores_path = Path(args.scores)
+    scores = Scores.load(scores_path / "scores.safetensors" if scores_path.is_dir() else scores_path)
+    plan = make_plan(scores, ffn=args.ffn, heads=args.heads, scope=args.scope, normalize=args.normalize,
+                     rank_by=args.rank_by, round_to=args.round_to, min_keep=args.min_keep)
+    model, tokenizer = _load_model(args.model, args.seed)
+    print(plan.summary(model, seq_len=args.seq_len))
+    compact(model, plan)
+    out = save_pretrained(model, args.out)
+    plan.save(out / "plan.json")
+    tokenizer.save_pretrained(out)
+    print(f"wrote the compact model to {out} (load it with attprune.from_pretrained)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "score":
             return _score(args)
+        if args.command == "prune":
+            return _prune(args)
         from .demo import run_demo
-        run_demo(out=args.out, steps=args.steps, sparsity=args.sparsity, progress=not args.no_progress)
+        run_demo(out=args.out, steps=args.steps, ffn=args.ffn, heads=args.heads, progress=not args.no_progress)
         return 0
     except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"attprune: error: {err}", file=sys.stderr)

@@ -59,8 +59,30 @@ def test_minilm_ig_matches_captum_in_float64(minilm):
 def test_demo_end_to_end(tmp_path, capsys):
     scores = run_demo(out=tmp_path, steps=4, n_examples=4, progress=False)
     text = capsys.readouterr().out
-    assert "train accuracy 1.00" in text and "preview" in text
+    assert "(accuracy 1.00)" in text and "ideal speedup" in text and "compact (reloaded)" in text
     loaded = attprune.Scores.load(tmp_path / "scores.safetensors")
     assert loaded.n_examples == 4 and len(loaded.sites) == 12
     for p, s in scores.sites.items():
         assert torch.equal(loaded.sites[p].sum, s.sum)
+    import json
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["compact_accuracy"] == summary["masked_accuracy"]
+    model = attprune.from_pretrained(tmp_path / "model")
+    assert sum(p.numel() for p in model.parameters()) < 22_000_000
+
+
+def test_prune_cli_on_minilm(tmp_path, capsys):
+    from attprune.cli import main
+    scores_dir = tmp_path / "scores"
+    attprune.attribute(load_minilm_classifier()[0], None, method="magnitude").save(scores_dir / "scores.safetensors")
+    assert main(["prune", "--model", "minilm", "--scores", str(scores_dir), "--ffn", "0.5", "--heads", "0.25",
+                 "--round-to", "8", "--out", str(tmp_path / "compact")]) == 0
+    text = capsys.readouterr().out
+    assert "parameters: 22,713,986 ->" in text and "ideal speedup" in text
+    model = attprune.from_pretrained(tmp_path / "compact")
+    widths = [model.bert.encoder.layer[i].intermediate.dense.out_features for i in range(6)]
+    assert all(w % 8 == 0 for w in widths) and sum(widths) < 6 * 1536
+    assert (tmp_path / "compact" / "plan.json").is_file() and (tmp_path / "compact" / "tokenizer.json").is_file()
+    assert main(["prune", "--model", "minilm", "--scores", str(scores_dir), "--ffn", "1.5",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "fraction to remove" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -158,15 +158,19 @@ def _get(module: nn.Module, path: str | None) -> nn.Module | None:
         return None
 
 
+def _modules_with(block_path: str, block: nn.Module, pattern: str, projection: str):
+    """(path, module, projection) for each module matching ``pattern`` that has ``projection``."""
+    for rel, module in _match_children(block, pattern):
+        found = _get(module, projection)
+        if found is not None:
+            yield _join(block_path, rel), module, found
+
+
 def _attention_sites(spec: ArchSpec, config, block_path: str, block: nn.Module, stream: str) -> list[Site]:
     head_dim = spec.head_dim(config)
     sites = []
     for att in spec.attention:
-        for rel, module in _match_children(block, att.module):
-            out = _get(module, att.out)
-            if out is None:
-                continue
-            base = _join(block_path, rel)
+        for base, module, out in _modules_with(block_path, block, att.module, att.out):
             n_features = in_features(out)
             if n_features % head_dim:
                 raise UnsupportedModelError(
@@ -191,11 +195,7 @@ def _attention_sites(spec: ArchSpec, config, block_path: str, block: nn.Module, 
 def _ffn_sites(spec: ArchSpec, block_path: str, block: nn.Module, stream: str) -> list[Site]:
     sites = []
     for ffn in spec.ffn:
-        for rel, module in _match_children(block, ffn.module):
-            down = _get(module, ffn.down)
-            if down is None:
-                continue
-            base = _join(block_path, rel)
+        for base, module, down in _modules_with(block_path, block, ffn.module, ffn.down):
             producers = tuple(_join(base, p) for p in ffn.up if _get(module, p) is not None)
             sites.append(Site(
                 path=_join(base, ffn.down), kind=FFN, block=block_path, stream=stream,
