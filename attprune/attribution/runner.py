@@ -154,7 +154,7 @@ class Runner:
         self._needed = set().union(*self._per_site.values()) if self._per_site else set()
         self._probe = (log_one.structure(), batch_major)
 
-    def prepare(self, batch: dict) -> Clean:
+    def prepare(self, batch: dict, _reprobed: bool = False) -> Clean:
         """The clean pass: site inputs/outputs, recorded calls, F(x) and the labels F uses."""
         inputs, labels = self._split(batch)
         inputs, labels = self._decoder_inputs(inputs, labels)
@@ -172,8 +172,11 @@ class Runner:
             for h in hooks:
                 h.remove()
         if self.replay_sites and log.structure() != self._probe[0]:
+            if _reprobed:
+                raise RuntimeError("the model calls its modules in a different order on every forward pass; "
+                                   "per-site IG cannot replay it (use method='conductance' or 'grad_x_act')")
             self._probe_structure(inputs)  # a batch that takes another path: learn it again
-            return self.prepare(batch)
+            return self.prepare(batch, _reprobed=True)
         clean.log = log
         clean.objective_batch = dict(inputs, labels=self._labels_for_objective(outputs, inputs, labels))
         with torch.no_grad():
