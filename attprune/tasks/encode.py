@@ -1,0 +1,59 @@
+"""Task rows -> padded, labelled batches, and accuracy of a model on them."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..attribution.targets import IGNORE
+
+
+def encode(rows: list[dict], tokenizer, kind: str, max_length: int, batch_size: int = 32,
+           with_labels: bool = True) -> list[dict]:
+    """Sequence rows ``{"text", "label"}`` or token rows ``{"words", "tags"}`` -> batches.
+
+    Token tasks label the first sub-word of every word; the rest (and padding) get -100.
+    """
+    batches = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        if kind == "token":
+            enc = tokenizer([r["words"] for r in chunk], is_split_into_words=True, truncation=True,
+                            max_length=max_length, padding=True, return_tensors="pt")
+            labels = torch.full(enc["input_ids"].shape, IGNORE, dtype=torch.long)
+            for b, row in enumerate(chunk):
+                previous = None
+                for t, word in enumerate(enc.word_ids(b)):
+                    if word is not None and word != previous:
+                        labels[b, t] = row["tags"][word]
+                    previous = word
+        else:
+            enc = tokenizer([r["text"] for r in chunk], truncation=True, max_length=max_length, padding=True,
+                            return_tensors="pt")
+            labels = torch.tensor([r["label"] for r in chunk])
+        batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        if "token_type_ids" in enc:
+            batch["token_type_ids"] = enc["token_type_ids"]
+        if with_labels:
+            batch["labels"] = labels
+        batches.append(batch)
+    return batches
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, batches: list[dict]) -> float:
+    """Accuracy over examples (sequence tasks) or over labelled tokens (token tasks)."""
+    correct = total = 0
+    was_training = model.training
+    model.eval()
+    for batch in batches:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        predicted = model(**inputs).logits.argmax(-1)
+        labels = batch["labels"]
+        keep = labels != IGNORE
+        correct += int((predicted[keep] == labels[keep]).sum())
+        total += int(keep.sum())
+    model.train(was_training)
+    if total == 0:
+        raise ValueError("no labelled examples to evaluate")
+    return correct / total

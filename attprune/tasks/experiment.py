@@ -1,0 +1,119 @@
+"""Prune the multi-task model per task and measure what is left: the building blocks of the
+real-task benchmark (``bench/experiments/``) and of ``attprune demo``.
+
+Every function returns plain rows (dicts) so results can be written as JSON, tabulated
+and plotted.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..attribution import Scores, attribute
+from ..compact import compact, mask
+from ..plan import make_plan
+from .encode import accuracy, encode
+from .multitask import MultiTask
+from .pack import TASKS, load_task
+
+#: methods compared in the sweeps; "random" is run with several seeds
+METHODS = ("ig", "conductance", "grad_x_act", "fisher", "activation", "magnitude", "random")
+SPARSITIES = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+@dataclass
+class TaskRun:
+    """A task's view of the multi-task model with its encoded evaluation data."""
+
+    name: str
+    model: nn.Module
+    tokenizer: object
+    test: list[dict]  # encoded batches
+    dense: float      # unpruned test accuracy
+
+    @property
+    def kind(self) -> str:
+        return TASKS[self.name].kind
+
+
+def task_run(mt: MultiTask, name: str, max_test: int | None = None, rows: list[dict] | None = None,
+             batch_size: int = 64) -> TaskRun:
+    """Encode a task's test split (or ``rows``), capped at ``max_test`` examples."""
+    spec = TASKS[name]
+    rows = load_task(name).test if rows is None else rows
+    test = encode(rows[:max_test], mt.tokenizer, spec.kind, spec.max_length, batch_size)
+    view = mt.view(name)
+    return TaskRun(name, view, mt.tokenizer, test, accuracy(view, test))
+
+
+def attribution_rows(name: str, n: int, seed: int = 0) -> list[dict]:
+    """``n`` training examples of a task, a seeded draw (the first ``n`` for seed 0)."""
+    rows = list(load_task(name).train)
+    if seed:
+        random.Random(seed).shuffle(rows)
+    return rows[:n]
+
+
+def score(run: TaskRun, method: str, rows: list[dict] | None, *, units=("ffn",), steps: int = 20,
+          target: str = "label", seed: int = 0, batch_size: int = 16) -> tuple[Scores, float]:
+    """Scores of one method on ``rows`` (None for data-free methods) and the seconds it took."""
+    spec = TASKS[run.name]
+    batches = None
+    if rows is not None:
+        batches = encode(rows, run.tokenizer, spec.kind, spec.max_length, batch_size,
+                         with_labels=target == "label")
+    started = time.perf_counter()
+    scores = attribute(run.model, batches, units=units, method=method, steps=steps, target=target, seed=seed,
+                       progress=False)
+    return scores, time.perf_counter() - started
+
+
+def masked_accuracy(run: TaskRun, scores: Scores, *, ffn: float = 0.0, heads: float = 0.0, **plan_options) -> float:
+    plan = make_plan(scores, ffn=ffn, heads=heads, **plan_options)
+    with mask(run.model, plan):
+        return accuracy(run.model, run.test)
+
+
+def sweep(run: TaskRun, scores: Scores, *, kind: str = "ffn", sparsities=SPARSITIES, **plan_options) -> list[dict]:
+    """Accuracy at each sparsity of one unit kind (the other kind untouched)."""
+    return [{"sparsity": s, "accuracy": masked_accuracy(run, scores, **{kind: s}, **plan_options)}
+            for s in sparsities]
+
+
+def compact_point(run: TaskRun, scores: Scores, *, ffn: float = 0.5, heads: float = 0.0, repeats: int = 5,
+                  **plan_options) -> dict:
+    """Compact a copy at one point: parameters, CPU latency vs dense, accuracy (== masked)."""
+    plan = make_plan(scores, ffn=ffn, heads=heads, **plan_options)
+    with mask(run.model, plan):
+        masked = accuracy(run.model, run.test)
+    small = compact(copy.deepcopy(run.model), plan)
+    batch = {k: v for k, v in run.test[0].items() if k != "labels"}
+    return {"ffn": ffn, "heads": heads, "masked_accuracy": masked, "compact_accuracy": accuracy(small, run.test),
+            "params_dense": _params(run.model), "params_compact": _params(small),
+            "dense_ms": _latency_ms(run.model, batch, repeats), "compact_ms": _latency_ms(small, batch, repeats),
+            "batch_shape": list(batch["input_ids"].shape)}
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.inference_mode()
+def _latency_ms(model: nn.Module, batch: dict, repeats: int) -> float:
+    model(**batch)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(**batch)
+        best = min(best, time.perf_counter() - start)
+    return 1000 * best
+
+
+def method_label(method: str, seed: int) -> str:
+    return f"{method}#{seed}" if method == "random" else method

@@ -1,0 +1,88 @@
+"""Results as JSON, a markdown table and PNG plots (matplotlib, when installed)."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from ..io import atomic_path, write_json
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
+
+
+def curves(rows: list[dict], *, x: str = "sparsity", line: str = "method", panel: str = "task",
+           where: dict | None = None) -> dict:
+    """{panel: {line: {x: [accuracies...]}}} over the rows matching ``where``."""
+    out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in rows:
+        if where and any(r.get(k) != v for k, v in where.items()):
+            continue
+        out[r[panel]][r[line]][r[x]].append(r["accuracy"])
+    return out
+
+
+def markdown_table(data: dict, *, x_label: str = "sparsity", fmt: str = "{:.3f}") -> str:
+    """One table per panel: rows = x values, columns = lines (mean +- std over repeats)."""
+    parts = []
+    for panel, lines in data.items():
+        xs = sorted({x for values in lines.values() for x in values})
+        names = list(lines)
+        parts.append(f"**{panel}**\n\n| {x_label} | " + " | ".join(names) + " |\n|" + "---|" * (len(names) + 1))
+        for x in xs:
+            cells = []
+            for name in names:
+                values = lines[name].get(x)
+                if not values:
+                    cells.append("-")
+                    continue
+                m, s = mean_std(values)
+                cells.append(fmt.format(m) + (f" ± {s:.3f}" if len(values) > 1 else ""))
+            parts.append(f"| {x} | " + " | ".join(cells) + " |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def plot(data: dict, path: Path, *, title: str, x_label: str = "sparsity", dense: dict | None = None) -> Path | None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot written (pip install matplotlib)")
+        return None
+    panels = list(data)
+    cols = min(3, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels):
+        for name, values in data[panel].items():
+            xs = sorted(values)
+            ms = [mean_std(values[x])[0] for x in xs]
+            ss = [mean_std(values[x])[1] for x in xs]
+            ax.errorbar(xs, ms, yerr=ss if any(ss) else None, marker="o", ms=3, capsize=2, label=name)
+        if dense and panel in dense:
+            ax.axhline(dense[panel], color="black", ls="--", lw=0.8, label="dense")
+        ax.set_title(panel)
+        ax.set_xlabel(x_label)
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def write(out_dir: Path, name: str, payload: dict, markdown: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / f"{name}.json", payload)
+    with atomic_path(out_dir / f"{name}.md") as tmp:
+        tmp.write_text(markdown + "\n")

