@@ -189,7 +189,7 @@ def main(argv=None) -> dict:
     out = Path(args.out) if args.out else RESULTS / f"attribution_{args.device}_{args.model}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"| method | seconds | peak MiB | attprune speedup | max rel. score diff |\n|---|---|---|---|---|")
+    print("| method | seconds | peak MiB | attprune speedup | max rel. score diff |\n|---|---|---|---|---|")
     for method, e in report["methods"].items():
         print(f"| {method} | {e['seconds']} | {e['peak_MiB']} | {e.get('speedup_of_attprune', '-')} | "
               f"{e.get('max_rel_score_difference', '-')} |")

@@ -12,7 +12,6 @@ import attprune
 from attprune.cli import build_parser, main
 from attprune.data import class_ids, parse_label_map, read_rows, text_batches
 
-import tiny
 
 
 def test_help_explains_every_flag():

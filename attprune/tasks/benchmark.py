@@ -22,7 +22,7 @@ from . import report
 from .experiment import (METHODS, SPARSITIES, attribution_rows, compact_point, masked_accuracy, method_label, score,
                          sweep, task_run)
 from .multitask import MultiTask
-from .pack import TASKS, UNSEEN, load_task, load_unseen
+from .pack import TASKS, UNSEEN, load_unseen
 
 DATA_FREE = ("magnitude", "random")
 
@@ -30,7 +30,7 @@ DATA_FREE = ("magnitude", "random")
 def _finish(out: Path, name: str, title: str, rows: list[dict], dense: dict, extra: dict, config: dict,
             panels: list[tuple[str, dict, str]]) -> dict:
     """Write JSON + markdown (+ one PNG per panel spec (suffix, where, x_label))."""
-    md = [f"# {title}", "", f"dense test accuracy: " + ", ".join(f"{t} {a:.3f}" for t, a in dense.items()), ""]
+    md = [f"# {title}", "", "dense test accuracy: " + ", ".join(f"{t} {a:.3f}" for t, a in dense.items()), ""]
     for suffix, where, x_label in panels:
         data = report.curves(rows, where=where, x=x_label)
         md += [f"## {suffix}", "", report.markdown_table(data, x_label=x_label)]

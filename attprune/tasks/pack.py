@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..io import atomic_path
 from . import corpora
-from .fetch import cache_dir, fetch_corpora, raw_dir
+from .fetch import cache_dir, fetch_corpora
 
 SPLIT_SEED = 1234
 FORMAT_VERSION = 1
