@@ -125,8 +125,10 @@ def run_task_demo(out: str | Path = "out/demo", tasks: tuple[str, ...] = ("hedge
             print(f"{task}: {method} scores of 9,216 FFN neurons from {0 if method in ('magnitude', 'random') else n_attr}"
                   f" examples in {seconds:.1f} s")
             rows += [dict(task=task, method=method, **r) for r in sweep(run, scores, sparsities=DEMO_SPARSITIES)]
-            if method == "ig":
-                compacted[task] = compact_point(run, scores, ffn=ffn)
+            if method == "ig":  # also ranked by the mean of |per-example IG|: no cancellation across classes
+                rows += [dict(task=task, method="ig, rank_by=mean_abs", **r)
+                         for r in sweep(run, scores, sparsities=DEMO_SPARSITIES, rank_by="mean_abs")]
+                compacted[task] = compact_point(run, scores, ffn=ffn, rank_by="mean_abs")
     data = report.curves(rows)
     print(f"\naccuracy after removing FFN neurons (test, <= {max_test} examples; dense in brackets)")
     header = "| task | method | " + " | ".join(f"{s:.0%}" for s in DEMO_SPARSITIES) + " |"
@@ -135,7 +137,7 @@ def run_task_demo(out: str | Path = "out/demo", tasks: tuple[str, ...] = ("hedge
         for method, values in lines.items():
             print(f"| {task} ({dense[task]:.3f}) | {method} | " +
                   " | ".join(f"{values[s][0]:.3f}" for s in DEMO_SPARSITIES) + " |")
-    print(f"\ncompacted at {ffn:.0%} FFN sparsity (IG), CPU, one test batch:")
+    print(f"\ncompacted at {ffn:.0%} FFN sparsity (IG, rank_by=mean_abs), CPU, one test batch:")
     for task, c in compacted.items():
         print(f"  {task}: params {c['params_dense']:,} -> {c['params_compact']:,}; latency {c['dense_ms']:.0f} -> "
               f"{c['compact_ms']:.0f} ms ({c['dense_ms'] / c['compact_ms']:.2f}x); accuracy masked "
