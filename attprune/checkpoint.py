@@ -75,7 +75,7 @@ def _replace_dir(new: Path, target: Path) -> None:
 
 
 @contextlib.contextmanager
-def _parameters_on_meta():
+def parameters_on_meta():
     """Create modules with parameters on the meta device; buffers stay real (rotary tables,
     position ids are computed, not loaded)."""
     register = nn.Module.register_parameter
@@ -158,7 +158,7 @@ def from_pretrained(path: str | Path, torch_dtype: torch.dtype | None = None,
     if cls is None:
         raise CheckpointError(f"transformers has no class {manifest['model_class']!r} (saved by another version?)")
     plan = Plan.from_dict(manifest["plan"])
-    with _parameters_on_meta():
+    with parameters_on_meta():
         model = cls(config)
     if plan.ffn or plan.heads:
         compact(model, plan)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from ..sites import Site, find_embeddings, weight_out_in
+from ..sites import Site, weight_out_in
 from ..hooks import patched_forwards
 from .runner import Clean, Runner, tile_batch
 from .tokens import per_unit, reduce_tokens, token_mask
@@ -39,7 +39,7 @@ def interpolated_pass(runner: Runner, clean: Clean, alphas: list[float]):
     """
     times = len(alphas)
     replacements = {}
-    for name in find_embeddings(runner.model):
+    for name in sorted(runner.record_modules):  # the embedding modules, found once by attribute()
         calls = sorted(i for (n, i) in clean.log.outputs if n == name)
         if calls:
             replacements[name] = _scaled_embeddings(clean, name, calls, alphas)

@@ -42,7 +42,6 @@ class Clean:
     site_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
     site_outputs: dict[str, torch.Tensor] = field(default_factory=dict)
     log: replay.CallLog | None = None
-    objective: torch.Tensor | None = None
 
 
 @contextlib.contextmanager
@@ -179,8 +178,6 @@ class Runner:
             return self.prepare(batch, _reprobed=True)
         clean.log = log
         clean.objective_batch = dict(inputs, labels=self._labels_for_objective(outputs, inputs, labels))
-        with torch.no_grad():
-            clean.objective = self.objective(outputs, clean.objective_batch)
         return clean
 
     def _labels_for_objective(self, outputs, inputs: dict, labels: torch.Tensor | None):

@@ -155,8 +155,7 @@ class Scores:
             if not means:
                 continue
             mass = {p: float(v.sum()) for p, v in means.items()}
-            allv = torch.cat([v.flatten() for v in self.ffn.values()] if kind == FFN else
-                             [v.flatten() for v in self.heads.values()])
+            allv = torch.cat([v.flatten() for v in self._means(kind).values()])
             q = torch.quantile(allv.abs().double(), torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)).tolist()
             lines.append(f"{kind}: {len(means)} sites, {allv.numel()} units; |mean score| "
                          f"p10={q[0]:.3g} p50={q[1]:.3g} p90={q[2]:.3g}")

@@ -13,11 +13,11 @@ from ..sites.site import in_features, is_conv1d, out_features
 
 def _meta_skeleton(model: nn.Module) -> nn.Module:
     """A same-shaped copy of ``model`` with no storage (parameters on the meta device)."""
-    from ..checkpoint import _parameters_on_meta
+    from ..checkpoint import parameters_on_meta
 
     config = getattr(model, "config", None)
     if config is not None and hasattr(type(model), "config_class"):
-        with _parameters_on_meta():
+        with parameters_on_meta():
             skeleton = type(model)(copy.deepcopy(config))
         from ..compact import applied_plan, compact
         previous = applied_plan(model)

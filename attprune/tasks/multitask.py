@@ -66,7 +66,7 @@ class MultiTaskModel(nn.Module):
         """A Hugging Face model for ``task`` sharing this model's encoder and head."""
         import transformers as tf
 
-        from ..checkpoint import _parameters_on_meta
+        from ..checkpoint import parameters_on_meta
 
         spec = TASKS[task]
         config = copy.deepcopy(self.encoder.config)
@@ -74,7 +74,7 @@ class MultiTaskModel(nn.Module):
         config.id2label = dict(enumerate(spec.labels))
         config.label2id = {label: i for i, label in enumerate(spec.labels)}
         cls = tf.BertForTokenClassification if spec.kind == "token" else tf.BertForSequenceClassification
-        with _parameters_on_meta():
+        with parameters_on_meta():
             view = cls(config)
         view.bert = self.encoder
         view.classifier = self.heads[task]
