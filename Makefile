@@ -10,7 +10,7 @@ CONSTRAINTS ?= constraints.txt
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: setup demo test bench clean
+.PHONY: setup native demo test bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,16 +23,27 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 setup: $(VENV)/.installed
 
+# the native CPU op (CMakeLists.txt -> attprune/_native/): optional for attprune, built for the tests;
+# without cmake or a C++ compiler it is skipped (its tests then skip, unless ATTPRUNE_REQUIRE_NATIVE=1)
+native: setup
+	@if command -v cmake >/dev/null && command -v c++ >/dev/null; then \
+	  echo "building the native op (build.log)"; \
+	  { cmake -S . -B build -DPython3_EXECUTABLE=$(abspath $(PY)) && cmake --build build -j 2; } > build.log 2>&1 \
+	    || { cat build.log; echo "native op build failed"; test "$$ATTPRUNE_REQUIRE_NATIVE" != 1; }; \
+	else echo "no cmake / C++ compiler: the native op is not built (attprune runs without it)"; fi
+
 demo: setup
 	$(PY) -m attprune demo
 
-test: setup
+test: setup native
 	$(PY) -m pytest -q tests
 
-bench: setup
+bench: native
 	$(PY) bench/attribution_throughput.py
+	$(PY) bench/ig_step_ops.py
+	$(PY) bench/precision_agreement.py
 	$(PY) bench/compaction_latency.py
 	$(PY) -m pytest bench/ --benchmark-only --benchmark-columns=min,mean,rounds
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .benchmarks
+	rm -rf $(VENV) out .pytest_cache .benchmarks build build.log attprune/_native

@@ -106,7 +106,7 @@ def run_task_demo(out: str | Path = "out/demo", tasks: tuple[str, ...] = ("hedge
                   progress: bool = True) -> dict:
     """The main job: prune the multi-task MiniLM for each task and measure what is left."""
     from .tasks import report
-    from .tasks.benchmark import EXPERIMENTS
+    from .tasks.benchmark import EXPERIMENTS, score_cache
     from .tasks.experiment import attribution_rows, compact_point, score, sweep, task_run
     from .tasks.multitask import load_or_train
 
@@ -121,7 +121,8 @@ def run_task_demo(out: str | Path = "out/demo", tasks: tuple[str, ...] = ("hedge
         dense[task] = run.dense
         attr = attribution_rows(task, n_attr)
         for method in DEMO_METHODS:
-            scores, seconds = score(run, method, None if method in ("magnitude", "random") else attr, steps=steps)
+            scores, seconds = score(run, method, None if method in ("magnitude", "random") else attr, steps=steps,
+                                    cache=score_cache(mt))
             print(f"{task}: {method} scores of 9,216 FFN neurons from {0 if method in ('magnitude', 'random') else n_attr}"
                   f" examples in {seconds:.1f} s")
             rows += [dict(task=task, method=method, **r) for r in sweep(run, scores, sparsities=DEMO_SPARSITIES)]

@@ -8,14 +8,25 @@ Every FFN and attention site of the model, the same examples, the same steps:
   its layer baseline is therefore not 0, so its scores differ from ours by definition);
 * ``captum-ig``: Captum ``IntegratedGradients`` on each site's input with a zero baseline
   (a hook feeds the scaled site input to the model): the same quantity attprune
-  computes; the script checks the scores agree.
+  computes; the script checks the scores agree;
+* ``attprune-torch`` / ``attprune-triton`` / ``attprune-native``: attprune with one step-op
+  backend forced (``attprune.ops``); ``attprune`` is ``backend="auto"``.
+
+Models: the packaged MiniLM (real weights), or randomly initialised ``bert-base`` (seq 128
+on GPU) and ``llama-1b`` (TinyLlama-shaped: 22 layers, hidden 2048, GQA 32 query / 4 KV
+heads; seq 512 on GPU). ``--dtype bfloat16`` casts the model for every method (equal
+precision); scores still accumulate in float32. On CUDA the report adds the model FLOP
+utilisation of each method: the FLOPs per-site IG must do (for every site, m steps of the
+forward and the input-gradient backward of what lies above it, plus one clean forward)
+over the time taken, against the bf16 matmul peak measured in the same run.
 
 Each method runs in its own process (peak RSS on CPU, ``max_memory_allocated`` on GPU),
 after one warm-up call.  Results: ``bench/results/attribution_<device>.json`` and a
 markdown table on stdout.
 
     python bench/attribution_throughput.py                     # packaged MiniLM, CPU
-    python bench/attribution_throughput.py --device cuda --model bert-base --seq 128
+    python bench/attribution_throughput.py --device cuda --model bert-base --seq 128 --dtype bfloat16 \
+        --methods attprune-torch,attprune-triton,captum-lig
 """
 
 from __future__ import annotations
@@ -34,7 +45,11 @@ import torch
 RESULTS = Path(__file__).parent / "results"
 
 
-def build(model_name: str, n: int, seq: int | None, device: str):
+LLAMA_1B = dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                num_key_value_heads=4, vocab_size=32000, num_labels=2, pad_token_id=0)
+
+
+def build(model_name: str, n: int, seq: int | None, device: str, dtype: str = "float32"):
     import transformers as tf
 
     import attprune
@@ -42,9 +57,16 @@ def build(model_name: str, n: int, seq: int | None, device: str):
     from attprune.samples import LABELS, SENTENCES
 
     model, tokenizer = load_minilm_classifier()
-    if model_name == "bert-base":  # random weights: values do not matter for speed
-        torch.manual_seed(0)
+    torch.manual_seed(0)  # the random models: values do not matter for speed
+    if model_name == "bert-base":
         model = tf.BertForSequenceClassification(tf.BertConfig(num_labels=2)).eval()
+    elif model_name == "llama-1b":
+        model = tf.LlamaForSequenceClassification(tf.LlamaConfig(**LLAMA_1B)).eval()
+        ids = torch.randint(1, LLAMA_1B["vocab_size"], (n, seq or 128))
+        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.randint(0, 2, (n,))}
+        model = model.to(device, getattr(torch, dtype))
+        return model, {k: v.to(device) for k, v in batch.items()}, attprune.find_sites(model)
+    model = model.to(getattr(torch, dtype))
     sentences = (SENTENCES * ((n + len(SENTENCES) - 1) // len(SENTENCES)))[:n]
     labels = (LABELS * ((n + len(LABELS) - 1) // len(LABELS)))[:n]
     if seq:
@@ -55,9 +77,9 @@ def build(model_name: str, n: int, seq: int | None, device: str):
     return model.to(device), batch, attprune.find_sites(model)
 
 
-def run_attprune(model, batch, sites, steps):
+def run_attprune(model, batch, sites, steps, backend="auto"):
     import attprune
-    scores = attprune.attribute(model, [batch], steps=steps, progress=False)
+    scores = attprune.attribute(model, [batch], steps=steps, progress=False, backend=backend)
     return {p: s.mean for p, s in scores.sites.items()}
 
 
@@ -111,12 +133,57 @@ def _reduce(attr, site, batch):
     return per_token.sum(1).mean(0).detach().float()
 
 
-RUNNERS = {"attprune": run_attprune, "captum-lig": run_captum_lig, "captum-ig": run_captum_ig}
+RUNNERS = {"attprune": run_attprune, "captum-lig": run_captum_lig, "captum-ig": run_captum_ig,
+           **{f"attprune-{b}": (lambda b: lambda *a: run_attprune(*a, backend=b))(b)
+              for b in ("torch", "triton", "native")}}
+
+
+def _layer_index(path: str) -> int:
+    parts = path.split(".")
+    return next(int(p) for p in parts if p.isdigit())
+
+
+def required_flops(model, batch, sites, steps: int) -> float:
+    """FLOPs per-site IG must do: per site, ``steps`` x (forward + input-gradient backward, ~= the
+    forward) of everything above the site, plus one clean forward of the model."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)][0]
+    tokens = batch["input_ids"].numel()
+    seq = batch["input_ids"].shape[1]
+    hidden = model.config.hidden_size
+
+    def forward_flops(module) -> float:  # 2 per weight per token, plus the attention scores and mix
+        params = sum(p.numel() for p in module.parameters() if p.dim() > 1)
+        return 2 * params * tokens
+
+    per_layer = [forward_flops(layer) + 4 * tokens * seq * hidden for layer in layers]
+    total = sum(per_layer)  # the clean pass (embeddings and head are negligible)
+    for site in sites:
+        i = _layer_index(site.path)
+        above = sum(per_layer[i + 1:])
+        if site.kind == "heads":  # the FFN of the site's own layer lies above the attention output
+            mlp = [m for name, m in layers[i].named_children() if name in ("mlp", "intermediate", "output")]
+            above += sum(forward_flops(m) for m in mlp)
+        total += steps * 2 * above
+    return float(total)
+
+
+def bf16_peak_flops(device: str) -> float:
+    """Measured dense bf16 matmul throughput (FLOP/s) on this GPU."""
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    start, reps = time.perf_counter(), 20
+    for _ in range(reps):
+        a @ b
+    torch.cuda.synchronize()
+    return 2 * 8192 ** 3 * reps / (time.perf_counter() - start)
 
 
 def measure(method: str, args, queue) -> None:
     torch.set_num_threads(args.threads)
-    model, batch, sites = build(args.model, args.n, args.seq, args.device)
+    model, batch, sites = build(args.model, args.n, args.seq, args.device, args.dtype)
     run = RUNNERS[method]
     cuda = args.device == "cuda"
     # peak memory above the loaded model; the short warm-up (2 steps) peaks lower than the runs
@@ -135,6 +202,7 @@ def measure(method: str, args, queue) -> None:
     peak = (torch.cuda.max_memory_allocated() if cuda
             else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) * 1024)
     queue.put({"seconds": min(times), "all_seconds": times, "peak_bytes": peak,
+               "flops": required_flops(model, batch, sites, args.steps), "examples": batch["input_ids"].shape[0],
                "scores": {p: v.cpu().tolist() for p, v in scores.items()}})  # no shared-memory fds
 
 
@@ -153,15 +221,18 @@ def _result_of(proc, queue, method: str) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=("minilm", "bert-base"), default="minilm",
-                   help="packaged MiniLM (real weights) or a random BERT-base-shaped model")
+    p.add_argument("--model", choices=("minilm", "bert-base", "llama-1b"), default="minilm",
+                   help="packaged MiniLM (real weights), or a random BERT-base- or TinyLlama-shaped model")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                   help="the model's dtype for every method")
     p.add_argument("--n", type=int, default=16, help="sentences")
     p.add_argument("--seq", type=int, default=None, help="pad every sentence to this length (default: longest)")
     p.add_argument("--steps", type=int, default=20, help="IG steps")
     p.add_argument("--repeats", type=int, default=2, help="timed runs per method (the fastest is reported)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=2, help="CPU threads")
-    p.add_argument("--methods", default="attprune,captum-lig,captum-ig", help="comma-separated")
+    p.add_argument("--methods", default="attprune,captum-lig,captum-ig",
+                   help=f"comma-separated, of: {', '.join(RUNNERS)}")
     p.add_argument("--out", default=None, help="result JSON (default bench/results/attribution_<device>.json)")
     args = p.parse_args(argv)
     ctx = mp.get_context("spawn")
@@ -175,10 +246,19 @@ def main(argv=None) -> dict:
               file=sys.stderr)
     report = {"config": vars(args), "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
               "methods": {}}
-    ours = results.get("attprune")
+    peak = None
+    if args.device == "cuda":
+        peak = bf16_peak_flops(args.device)
+        report.update(device=torch.cuda.get_device_name(), bf16_peak_tflops=round(peak / 1e12, 1))
+    baseline = "attprune" if "attprune" in results else next(m for m in results if m.startswith("attprune"))
+    ours = results.get(baseline)
+    report["speedups_against"] = baseline
     for method, r in results.items():
-        entry = {"seconds": round(r["seconds"], 3), "peak_MiB": round(r["peak_bytes"] / 2**20, 1)}
-        if ours is not None and method != "attprune":
+        entry = {"seconds": round(r["seconds"], 3), "peak_MiB": round(r["peak_bytes"] / 2**20, 1),
+                 "examples_per_s": round(r["examples"] / r["seconds"], 3)}
+        if peak:
+            entry["flop_utilisation"] = round(r["flops"] / r["seconds"] / peak, 4)
+        if ours is not None and method != baseline:
             entry["speedup_of_attprune"] = round(r["seconds"] / ours["seconds"], 3)
             entry["peak_memory_ratio_vs_attprune"] = round(r["peak_bytes"] / max(ours["peak_bytes"], 1), 3)
             diffs = [float((torch.tensor(r["scores"][p]) - torch.tensor(ours["scores"][p])).abs().max()
@@ -186,13 +266,16 @@ def main(argv=None) -> dict:
                      for p in ours["scores"]]
             entry["max_rel_score_difference"] = max(diffs)
         report["methods"][method] = entry
-    out = Path(args.out) if args.out else RESULTS / f"attribution_{args.device}_{args.model}.json"
+    suffix = "" if args.dtype == "float32" else f"_{args.dtype}"
+    out = Path(args.out) if args.out else RESULTS / f"attribution_{args.device}_{args.model}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print("| method | seconds | peak MiB | attprune speedup | max rel. score diff |\n|---|---|---|---|---|")
+    print(f"| method | seconds | examples/s | peak MiB | {baseline} speedup | max rel. score diff | FLOP util. |\n"
+          "|---|---|---|---|---|---|---|")
     for method, e in report["methods"].items():
-        print(f"| {method} | {e['seconds']} | {e['peak_MiB']} | {e.get('speedup_of_attprune', '-')} | "
-              f"{e.get('max_rel_score_difference', '-')} |")
+        print(f"| {method} | {e['seconds']} | {e['examples_per_s']} | {e['peak_MiB']} | "
+              f"{e.get('speedup_of_attprune', '-')} | {e.get('max_rel_score_difference', '-')} | "
+              f"{e.get('flop_utilisation', '-')} |")
     print(f"written to {out}")
     return report
 

@@ -37,3 +37,22 @@ def test_reduced_pipeline_properties(hedge):
     randoms = [masked_accuracy(run, score(run, "random", None, seed=s)[0], ffn=0.7) for s in range(3)]
     margin = ig_70 - statistics.fmean(randoms)
     assert margin > max(0.03, 2 * statistics.pstdev(randoms)), (ig_70, randoms)
+
+
+def test_score_cache_reuses_scores_and_serves_a_subset_of_units(hedge, tmp_path, monkeypatch):
+    from attprune.tasks import experiment
+
+    _, run = hedge
+    rows = attribution_rows("hedge", 4)
+    first, seconds = score(run, "ig", rows, units=("ffn", "heads"), steps=4, cache=tmp_path)
+    monkeypatch.setattr(experiment, "attribute", lambda *a, **k: pytest.fail("recomputed a cached score"))
+    again, again_seconds = score(run, "ig", rows, units=("ffn", "heads"), steps=4, cache=tmp_path)
+    ffn_only, _ = score(run, "ig", rows, units=("ffn",), steps=4, cache=tmp_path)
+    assert again_seconds == pytest.approx(seconds)
+    assert all(torch.equal(first.sites[p].sum, again.sites[p].sum) for p in first.sites)
+    assert {s.kind for s in ffn_only.sites.values()} == {"ffn"}
+    assert set(ffn_only.ffn) == set(first.ffn)
+    with pytest.raises(pytest.fail.Exception):  # other rows, steps or target: a different entry
+        score(run, "ig", attribution_rows("hedge", 5), units=("ffn",), steps=4, cache=tmp_path)
+    with pytest.raises(pytest.fail.Exception):
+        score(run, "ig", rows, units=("ffn",), steps=8, cache=tmp_path)

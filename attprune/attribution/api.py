@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import ops
 from ..sites import Site, find_embeddings, find_sites
 from . import allsites, datafree, ig
 from .quadrature import QUADRATURES, quadrature
@@ -57,6 +58,7 @@ def attribute(
     batch_size: int | None = None,
     progress: bool = True,
     seed: int = 0,
+    backend: str = "auto",
 ) -> Scores:
     """Attribution scores of every FFN neuron and attention head of ``model``.
 
@@ -85,6 +87,9 @@ def attribute(
             ``TOKEN_BUDGET`` tokens.
         progress: show a tqdm bar.
         seed: seed of ``method="random"``.
+        backend: how ``method="ig"`` does its step arithmetic (``attprune.ops``):
+            ``"torch"`` (reference), ``"triton"`` (fused kernels, CUDA), ``"native"``
+            (the CMake-built CPU op) or ``"auto"`` (Triton on CUDA, else torch).
 
     Returns:
         ``Scores``: per site, the signed mean, mean of absolutes, spread and count of the
@@ -92,10 +97,12 @@ def attribute(
     """
     _validate(method, steps, quadrature, baseline, reduce_tokens, units)
     sites = find_sites(model, units)
+    parameter = next(model.parameters())
+    backend = ops.resolve_backend(backend, parameter.device, dtype or parameter.dtype, reduce_tokens)
     meta = dict(method=method, steps=steps, quadrature=quadrature, target=target if isinstance(target, str)
                 else getattr(target, "__name__", "callable"), baseline=baseline, reduce_tokens=reduce_tokens,
                 units=list(units), model_class=type(model).__name__,
-                model_name=getattr(model.config, "name_or_path", ""), dtype=str(dtype) if dtype else None,
+                model_name=getattr(model.config, "name_or_path", ""), dtype=str(dtype) if dtype else None, backend=backend,
                 kv_heads={s.path: s.n_kv_heads for s in sites if s.n_kv_heads and s.n_kv_heads < s.n_units})
     started = time.perf_counter()
     if method in DATA_FREE:
@@ -105,7 +112,7 @@ def attribute(
             raise ValueError(f"method={method!r} needs data: pass an iterable of batches")
         scores = _data_driven(model, sites, batches, method=method, steps=steps, quadrature_name=quadrature,
                               target=target, reduce=reduce_tokens, dtype=dtype, batch_size=batch_size,
-                              progress=progress)
+                              progress=progress, backend=backend)
     meta.update(n_examples=scores.n_examples, seconds=round(time.perf_counter() - started, 3))
     scores.meta = meta
     return scores
@@ -123,7 +130,7 @@ def _data_free(model: nn.Module, sites: list[Site], method: str, seed: int) -> S
 
 
 def _data_driven(model, sites, batches, *, method, steps, quadrature_name, target, reduce, dtype, batch_size,
-                 progress) -> Scores:
+                 progress, backend) -> Scores:
     needs_embeddings = method in ("conductance", "grad_x_act", "fisher")
     record = set(find_embeddings(model)) if needs_embeddings else set()
     runner = Runner(model, sites, target, dtype=dtype, replay_sites=method == "ig", record=record)
@@ -144,7 +151,8 @@ def _data_driven(model, sites, batches, *, method, steps, quadrature_name, targe
             if method == "ig":
                 for site in sites:
                     bar.set_postfix_str(site.path, refresh=False)
-                    stats[site.path].add(ig.ig_site(runner, clean, site, alphas, weights, reduce=reduce, chunk=chunk))
+                    stats[site.path].add(ig.ig_site(runner, clean, site, alphas, weights, reduce=reduce,
+                                                                  chunk=chunk, backend=backend))
                     bar.update(1)
                 continue
             if method == "conductance":

@@ -29,10 +29,13 @@ features and reduced over tokens.  How it is computed:
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 
-from ..sites import Site, weight_out_in
+from .. import ops
 from ..hooks import patched_forwards
+from ..sites import Site, weight_out_in
 from .runner import Clean, Runner, tile_batch
 from .tokens import per_unit, reduce_tokens, token_mask
 
@@ -44,28 +47,34 @@ def steps_per_pass(steps: int, rows: int, tokens: int, batch_size: int | None, t
     return max(1, min(steps, token_budget // max(rows * tokens, 1)))
 
 
-def summed_output_gradient(runner: Runner, clean: Clean, site: Site, alphas: list[float],
-                           weights: list[float], chunk: int) -> torch.Tensor:
-    """:math:`\\bar G = \\sum_k w_k\\, \\partial F / \\partial Z_k` for one site, [B, T, d_out]."""
+def step_gradients(runner: Runner, clean: Clean, site: Site, alphas: list[float], weights: list[float],
+                   chunk: int, backend: str = "torch") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Per chunk of steps: (:math:`\\partial F / \\partial Z_k` [steps, B, T, d_out], the steps' weights)."""
     projection = site.module(runner.model)
     z = clean.site_outputs[site.path]
     z_base = _baseline_output(projection, z)
-    delta = z - z_base
     rows = clean.rows
-    acc = torch.zeros(z.shape, dtype=runner.acc_dtype, device=z.device)
     for start in range(0, len(alphas), chunk):
-        a = torch.tensor(alphas[start:start + chunk], dtype=z.dtype, device=z.device)
+        a = torch.tensor(alphas[start:start + chunk], dtype=torch.float32)
         w = torch.tensor(weights[start:start + chunk], dtype=runner.acc_dtype, device=z.device)
         times = a.numel()
-        z_k = (z_base.unsqueeze(0) + a.view(-1, 1, 1, 1) * delta.unsqueeze(0)).reshape(times * rows, *z.shape[1:])
-        z_k.requires_grad_(True)
+        z_k = ops.ig_interpolate(z, z_base, a, backend=backend).requires_grad_(True)
         replacements = runner.replacements_above(clean, site, times)
         replacements[site.path] = lambda original, args, kwargs, z_k=z_k: z_k
         with torch.enable_grad(), patched_forwards(runner.model, replacements):
             outputs = runner.forward(tile_batch(clean.inputs, times))
             objective = runner.objective(outputs, tile_batch(clean.objective_batch, times))
             (grad,) = torch.autograd.grad(objective.sum(), z_k)
-        acc += torch.einsum("k,kbtd->btd", w, grad.view(times, rows, *z.shape[1:]).to(runner.acc_dtype))
+        yield grad.view(times, rows, *z.shape[1:]), w
+
+
+def summed_output_gradient(runner: Runner, clean: Clean, site: Site, alphas: list[float],
+                           weights: list[float], chunk: int) -> torch.Tensor:
+    """:math:`\\bar G = \\sum_k w_k\\, \\partial F / \\partial Z_k` for one site, [B, T, d_out]."""
+    acc = None
+    for grads, w in step_gradients(runner, clean, site, alphas, weights, chunk):
+        part = torch.einsum("k,kbtd->btd", w, grads.to(runner.acc_dtype))
+        acc = part if acc is None else acc.add_(part)
     return acc
 
 
@@ -78,11 +87,22 @@ def _baseline_output(projection: torch.nn.Module, z: torch.Tensor) -> torch.Tens
 
 
 def ig_site(runner: Runner, clean: Clean, site: Site, alphas: list[float], weights: list[float], *,
-            reduce: str, chunk: int) -> torch.Tensor:
-    """Per-example IG scores of one site's units, [B, n_units] in the accumulation dtype."""
-    g_bar = summed_output_gradient(runner, clean, site, alphas, weights, chunk)
-    weight = weight_out_in(site.module(runner.model)).detach().to(runner.acc_dtype)
-    x = clean.site_inputs[site.path].to(runner.acc_dtype)  # X - X' with X' = 0
-    per_token = per_unit(x * (g_bar @ weight), site.unit_size)
-    mask = token_mask(clean.objective_batch, site.stream, x.shape[1], clean.rows)
-    return reduce_tokens(per_token, mask, reduce)
+            reduce: str, chunk: int, backend: str = "torch") -> torch.Tensor:
+    """Per-example IG scores of one site's units, [B, n_units] in the accumulation dtype.
+
+    ``backend="torch"`` sums the step gradients first (any token reduction); a fused backend
+    (``ops.resolve_backend``) adds each chunk's scores straight from its step gradients.
+    """
+    weight = weight_out_in(site.module(runner.model)).detach()
+    x = clean.site_inputs[site.path]  # X - X' with X' = 0
+    mask = token_mask(clean.objective_batch, site.stream, x.shape[1], clean.rows).to(x.device)
+    if backend == "torch":
+        g_bar = summed_output_gradient(runner, clean, site, alphas, weights, chunk)
+        per_token = per_unit(x.to(runner.acc_dtype) * (g_bar @ weight.to(runner.acc_dtype)), site.unit_size)
+        return reduce_tokens(per_token, mask, reduce)
+    scores = None
+    for grads, w in step_gradients(runner, clean, site, alphas, weights, chunk, backend):
+        scores = ops.ig_attribute(grads, w, weight, x, mask, site.unit_size, out=scores, backend=backend)
+    if reduce == "mean":
+        scores = scores / mask.sum(1, keepdim=True).clamp_min(1)
+    return scores.to(runner.acc_dtype)

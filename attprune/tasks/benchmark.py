@@ -9,7 +9,9 @@
 * ``ranking``: global vs per-layer ranking and ``rank_by`` abs / mean_abs / signed.
 
 The budgets (examples for attribution, test examples) are arguments and recorded in the
-JSON: the defaults fit 2 CPU cores.
+JSON: the defaults fit 2 CPU cores.  Scores are cached under ``<cache>/scores/<model key>/``
+(see :func:`experiment.score`), so experiments share them and a rerun after an interruption
+resumes where it stopped; delete that folder to recompute.
 """
 
 from __future__ import annotations
@@ -21,10 +23,16 @@ from tqdm.auto import tqdm
 from . import report
 from .experiment import (METHODS, SPARSITIES, attribution_rows, compact_point, masked_accuracy, method_label, score,
                          sweep, task_run)
+from .fetch import cache_dir
 from .multitask import MultiTask
 from .pack import TASKS, UNSEEN, load_unseen
 
 DATA_FREE = ("magnitude", "random")
+
+
+def score_cache(mt: MultiTask) -> Path:
+    """Where the experiments keep the scores they computed on ``mt``."""
+    return cache_dir() / "scores" / mt.config.key()
 
 
 def _finish(out: Path, name: str, title: str, rows: list[dict], dense: dict, extra: dict, config: dict,
@@ -45,7 +53,7 @@ def _finish(out: Path, name: str, title: str, rows: list[dict], dense: dict, ext
 HEAD_METHODS = ("ig", "activation", "magnitude", "random")
 
 
-def main_sweep(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 64, max_test: int = 500,
+def main_sweep(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 32, max_test: int = 300,
                steps: int = 20, random_seeds=(0, 1, 2), sparsities=SPARSITIES, progress: bool = True) -> dict:
     rows, dense, cost, compacted = [], {}, {}, {}
     bar = tqdm(total=len(tasks) * (len(METHODS) + len(random_seeds) - 1), desc="main sweep", disable=not progress)
@@ -56,7 +64,7 @@ def main_sweep(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 64
         for method in METHODS:
             for seed in (random_seeds if method == "random" else (0,)):
                 scores, seconds = score(run, method, None if method in DATA_FREE else attr,
-                                        units=("ffn", "heads"), steps=steps, seed=seed)
+                                        units=("ffn", "heads"), steps=steps, seed=seed, cache=score_cache(mt))
                 label = method_label(method, seed)
                 cost.setdefault(task, {})[label] = {"seconds": round(seconds, 2),
                                                     "examples": 0 if method in DATA_FREE else len(attr)}
@@ -80,8 +88,8 @@ def main_sweep(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 64
                     ("joint", {"units": "joint"}, "sparsity")])
 
 
-def low_resource(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), sizes=(8, 32, 128), n_full: int = 64,
-                 seeds=(1, 2, 3), max_test: int = 500, steps: int = 20, sparsities=(0.5, 0.7),
+def low_resource(mt: MultiTask, out: Path, *, tasks=("hedge", "mr"), sizes=(8, 32, 128), n_full: int = 256,
+                 seeds=(1, 2), max_test: int = 300, steps: int = 20, sparsities=(0.5, 0.7),
                  progress: bool = True) -> dict:
     rows, dense = [], {}
     bar = tqdm(total=len(tasks) * (len(sizes) * len(seeds) + 1), desc="low resource", disable=not progress)
@@ -90,7 +98,7 @@ def low_resource(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), sizes=(8, 32, 
         dense[task] = run.dense
         draws = [(n_full, 0)] + [(n, s) for n in sizes for s in seeds]
         for n, seed in draws:
-            scores, _ = score(run, "ig", attribution_rows(task, n, seed), steps=steps)
+            scores, _ = score(run, "ig", attribution_rows(task, n, seed), steps=steps, cache=score_cache(mt))
             for r in sweep(run, scores, kind="ffn", sparsities=sparsities):
                 rows.append(dict(task=task, examples=n, seed=seed, method=f"{int(r['sparsity'] * 100)}% ffn", **r))
             bar.update(1)
@@ -100,7 +108,7 @@ def low_resource(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), sizes=(8, 32, 
                    [("", {}, "examples")])
 
 
-def unsupervised(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 64, max_test: int = 500,
+def unsupervised(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 32, max_test: int = 300,
                  steps: int = 20, sparsities=SPARSITIES, progress: bool = True) -> dict:
     rows, dense = [], {}
     bar = tqdm(total=len(tasks) * 2, desc="unsupervised", disable=not progress)
@@ -109,7 +117,7 @@ def unsupervised(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 
         dense[task] = run.dense
         attr = attribution_rows(task, n_attr)
         for target in ("label", "prediction"):
-            scores, _ = score(run, "ig", attr, steps=steps, target=target)
+            scores, _ = score(run, "ig", attr, steps=steps, target=target, cache=score_cache(mt))
             rows += [dict(task=task, method=f"ig target={target}", **r) for r in sweep(run, scores, kind="ffn",
                                                                                        sparsities=sparsities)]
             bar.update(1)
@@ -119,7 +127,7 @@ def unsupervised(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 
                    [("", {}, "sparsity")])
 
 
-def unseen_domain(mt: MultiTask, out: Path, *, pairs=tuple(UNSEEN), n_attr: int = 64, max_test: int = 500,
+def unseen_domain(mt: MultiTask, out: Path, *, pairs=tuple(UNSEEN), n_attr: int = 32, max_test: int = 300,
                   steps: int = 20, sparsities=SPARSITIES, progress: bool = True) -> dict:
     rows, dense = [], {}
     bar = tqdm(total=len(pairs) * 2, desc="unseen domain", disable=not progress)
@@ -129,7 +137,7 @@ def unseen_domain(mt: MultiTask, out: Path, *, pairs=tuple(UNSEEN), n_attr: int 
         run = task_run(mt, source, rows=target_rows[n_attr:])
         dense[pair] = run.dense
         for origin, attr in (("source task", attribution_rows(source, n_attr)), ("target domain", target_rows[:n_attr])):
-            scores, _ = score(run, "ig", attr, steps=steps)
+            scores, _ = score(run, "ig", attr, steps=steps, cache=score_cache(mt))
             rows += [dict(task=pair, method=f"scores from {origin}", **r)
                      for r in sweep(run, scores, kind="ffn", sparsities=sparsities)]
             bar.update(1)
@@ -140,7 +148,7 @@ def unseen_domain(mt: MultiTask, out: Path, *, pairs=tuple(UNSEEN), n_attr: int 
                    dense, {}, config, [("", {}, "sparsity")])
 
 
-def ranking(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 64, max_test: int = 500,
+def ranking(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 32, max_test: int = 300,
             steps: int = 20, sparsities=(0.3, 0.5, 0.7), progress: bool = True) -> dict:
     rows, dense = [], {}
     variants = [(scope, rank_by) for scope in ("global", "layer") for rank_by in ("abs", "mean_abs", "signed")]
@@ -148,7 +156,7 @@ def ranking(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 64, m
     for task in tasks:
         run = task_run(mt, task, max_test)
         dense[task] = run.dense
-        scores, _ = score(run, "ig", attribution_rows(task, n_attr), steps=steps)
+        scores, _ = score(run, "ig", attribution_rows(task, n_attr), steps=steps, cache=score_cache(mt))
         for scope, rank_by in variants:
             rows += [dict(task=task, method=f"{scope}/{rank_by}", **r)
                      for r in sweep(run, scores, kind="ffn", sparsities=sparsities, scope=scope, rank_by=rank_by)]

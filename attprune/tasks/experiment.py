@@ -8,9 +8,12 @@ and plotted.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -36,6 +39,7 @@ class TaskRun:
     tokenizer: object
     test: list[dict]  # encoded batches
     dense: float      # unpruned test accuracy
+    model_key: str = ""  # the multi-task model's cache key (keys the score cache)
 
     @property
     def kind(self) -> str:
@@ -49,7 +53,7 @@ def task_run(mt: MultiTask, name: str, max_test: int | None = None, rows: list[d
     rows = load_task(name).test if rows is None else rows
     test = encode(rows[:max_test], mt.tokenizer, spec.kind, spec.max_length, batch_size)
     view = mt.view(name)
-    return TaskRun(name, view, mt.tokenizer, test, accuracy(view, test))
+    return TaskRun(name, view, mt.tokenizer, test, accuracy(view, test), mt.config.key())
 
 
 def attribution_rows(name: str, n: int, seed: int = 0) -> list[dict]:
@@ -61,8 +65,23 @@ def attribution_rows(name: str, n: int, seed: int = 0) -> list[dict]:
 
 
 def score(run: TaskRun, method: str, rows: list[dict] | None, *, units=("ffn",), steps: int = 20,
-          target: str = "label", seed: int = 0, batch_size: int = 16) -> tuple[Scores, float]:
-    """Scores of one method on ``rows`` (None for data-free methods) and the seconds it took."""
+          target: str = "label", seed: int = 0, batch_size: int = 16,
+          cache: Path | None = None) -> tuple[Scores, float]:
+    """Scores of one method on ``rows`` (None for data-free methods) and the seconds it took.
+
+    With ``cache`` (a folder), scores are stored there keyed by model, task, method, options and
+    the rows' content, and reused, also for a subset of the units: every site's scores are computed
+    independently, so the FFN scores of an FFN+heads run are those of an FFN-only run. The seconds
+    returned for a reused entry are those recorded when it was computed.
+    """
+    path = None
+    if cache is not None:
+        path = Path(cache) / f"{run.name}-{method}-{_score_key(run, method, rows, steps, target, seed)}.safetensors"
+        if path.is_file():
+            cached = Scores.load(path)
+            if set(units) <= set(cached.meta["units"]):
+                sites = {p: s for p, s in cached.sites.items() if s.kind in units}
+                return Scores(sites, dict(cached.meta, units=list(units))), cached.meta["seconds"]
     spec = TASKS[run.name]
     batches = None
     if rows is not None:
@@ -71,7 +90,16 @@ def score(run: TaskRun, method: str, rows: list[dict] | None, *, units=("ffn",),
     started = time.perf_counter()
     scores = attribute(run.model, batches, units=units, method=method, steps=steps, target=target, seed=seed,
                        progress=False)
-    return scores, time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Scores(scores.sites, dict(scores.meta, units=list(units), seconds=seconds)).save(path)
+    return scores, seconds
+
+
+def _score_key(run: TaskRun, method: str, rows: list[dict] | None, steps: int, target: str, seed: int) -> str:
+    content = json.dumps([run.model_key, run.name, method, steps, target, seed, rows], sort_keys=True, default=str)
+    return hashlib.sha1(content.encode()).hexdigest()[:16]
 
 
 def masked_accuracy(run: TaskRun, scores: Scores, *, ffn: float = 0.0, heads: float = 0.0, **plan_options) -> float:

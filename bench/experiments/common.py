@@ -21,14 +21,18 @@ def run(name: str) -> dict:
                 if v.default is not inspect.Parameter.empty}
     p = argparse.ArgumentParser(description=experiment.__doc__ or benchmark.__doc__)
     p.add_argument("--tasks", default=None, help="comma-separated tasks (default: all); for unseen_domain: pairs")
-    for key in ("n_attr", "max_test", "steps"):
+    for key in ("n_attr", "n_full", "max_test", "steps"):
         if key in defaults:
             p.add_argument("--" + key.replace("_", "-"), type=int, default=defaults[key], help=f"default {defaults[key]}")
     p.add_argument("--threads", type=int, default=2, help="CPU threads")
     p.add_argument("--out", default=str(RESULTS), help="results folder")
+    if "seeds" in defaults:
+        p.add_argument("--seeds", default=",".join(map(str, defaults["seeds"])), help="comma-separated draw seeds")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    kwargs = {k: getattr(args, k) for k in ("n_attr", "max_test", "steps") if k in defaults}
+    kwargs = {k: getattr(args, k) for k in ("n_attr", "n_full", "max_test", "steps") if k in defaults}
+    if "seeds" in defaults:
+        kwargs["seeds"] = tuple(int(s) for s in args.seeds.split(","))
     if args.tasks:
         kwargs["pairs" if name == "unseen_domain" else "tasks"] = tuple(args.tasks.split(","))
     started = time.perf_counter()
