@@ -55,7 +55,7 @@ def step_gradients(runner: Runner, clean: Clean, site: Site, alphas: list[float]
     z_base = _baseline_output(projection, z)
     rows = clean.rows
     for start in range(0, len(alphas), chunk):
-        a = torch.tensor(alphas[start:start + chunk], dtype=torch.float32)
+        a = torch.tensor(alphas[start:start + chunk], dtype=torch.float64)  # cast by the op: exact nodes
         w = torch.tensor(weights[start:start + chunk], dtype=runner.acc_dtype, device=z.device)
         times = a.numel()
         z_k = ops.ig_interpolate(z, z_base, a, backend=backend).requires_grad_(True)
