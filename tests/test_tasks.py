@@ -98,3 +98,32 @@ def test_accuracy_counts_labelled_positions():
 
     batch = {"input_ids": torch.zeros(2, 3, dtype=torch.long), "labels": torch.tensor([[1, 2, -100], [1, 1, 1]])}
     assert accuracy(Fixed(), [batch]) == 4 / 5
+
+
+def test_summary_checks_targets_from_result_files(tmp_path):
+    """The target table is computed from the rows: means over tasks, seeds averaged, both IG rankings."""
+    import json
+
+    from attprune.tasks import summary
+
+    dense = {"a": 0.8, "b": 0.9}
+    rows = []
+    for task in dense:
+        for s, ig, act, fisher, gxa, mag in ((0.5, 0.78, 0.77, 0.76, 0.7, 0.6), (0.7, 0.74, 0.75, 0.70, 0.6, 0.55)):
+            for method, acc in (("ig", ig), ("activation", act), ("fisher", fisher), ("grad_x_act", gxa),
+                                ("magnitude", mag)):
+                rows.append(dict(task=task, method=method, seed=0, units="ffn", sparsity=s, accuracy=acc))
+            rows += [dict(task=task, method="random", seed=k, units="ffn", sparsity=s, accuracy=0.5 + 0.02 * k)
+                     for k in range(3)]
+    (tmp_path / "main_sweep.json").write_text(json.dumps({"dense": dense, "rows": rows}))
+    ranking = [dict(task=t, method="global/mean_abs", sparsity=s, accuracy=a)
+               for t in dense for s, a in ((0.5, 0.8), (0.7, 0.76))]
+    (tmp_path / "ranking.json").write_text(json.dumps({"dense": dense, "rows": ranking}))
+    out = summary.write(tmp_path)
+    met = {t["target"]: t for t in out["targets"]}
+    assert out["ffn_mean_accuracy"]["random"][0.5] == pytest.approx(0.52)  # mean over 3 seeds and 2 tasks
+    assert met["ig: >= 95% of dense at 50% FFN"]["met"] is False  # (0.78/0.8 + 0.78/0.9) / 2 = 0.921
+    assert met["ig: >= 10 points over the best data-free baseline at 70%"]["value"] == "+19.0 points"
+    assert met["ig: >= fisher, grad_x_act, activation at 70%"]["met"] is False  # activation 0.75 > 0.74
+    assert met["ig, rank_by=mean_abs: >= fisher, grad_x_act, activation at 70%"]["met"] is True
+    assert "| ig, rank_by=mean_abs |" in (tmp_path / "summary.md").read_text()

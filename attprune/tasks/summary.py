@@ -63,6 +63,8 @@ def summarize(folder: Path) -> dict:
     out: dict = {"targets": []}
     if main:
         dense = main["dense"]
+        heads = _by([r for r in main["rows"] if r["units"] == "heads"], "method", "sparsity")
+        out["heads_mean_accuracy"] = {m: {x: a for (mm, x), a in heads.items() if mm == m} for m, _ in heads}
         table = ffn_table(main, ranking)
         out["ffn_mean_accuracy"] = {m: {s: _mean(list(v.values())) for s, v in per.items()} for m, per in table.items()}
         out["ffn_mean_fraction_of_dense"] = {m: {s: _mean([a / dense[t] for t, a in v.items()]) for s, v in per.items()}
@@ -118,6 +120,12 @@ def markdown(summary: dict) -> str:
             cells = [f"{summary['ffn_mean_accuracy'][m][s]:.3f} ({summary['ffn_mean_fraction_of_dense'][m][s]:.1%})"
                      if s in summary["ffn_mean_accuracy"][m] else "-" for s in sparsities]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    if summary.get("heads_mean_accuracy"):
+        heads = summary["heads_mean_accuracy"]
+        sparsities = sorted({s for m in heads for s in heads[m]})
+        lines += ["", "## Heads sweep, mean accuracy over tasks", "",
+                  "| method | " + " | ".join(f"{s:.0%}" for s in sparsities) + " |", "|---|" + "---|" * len(sparsities)]
+        lines += [f"| {m} | " + " | ".join(f"{heads[m][s]:.3f}" for s in sparsities) + " |" for m in heads]
     return "\n".join(lines) + "\n"
 
 
