@@ -123,8 +123,9 @@ def run_task_demo(out: str | Path = "out/demo", tasks: tuple[str, ...] = ("hedge
         for method in DEMO_METHODS:
             scores, seconds = score(run, method, None if method in ("magnitude", "random") else attr, steps=steps,
                                     cache=score_cache(mt))
-            print(f"{task}: {method} scores of 9,216 FFN neurons from {0 if method in ('magnitude', 'random') else n_attr}"
-                  f" examples in {seconds:.1f} s")
+            n = 0 if method in ("magnitude", "random") else n_attr
+            print(f"{task}: {method} scores of 9,216 FFN neurons from {n} examples in {seconds:.1f} s "
+                  "(as first computed; cached after)")
             rows += [dict(task=task, method=method, **r) for r in sweep(run, scores, sparsities=DEMO_SPARSITIES)]
             if method == "ig":  # also ranked by the mean of |per-example IG|: no cancellation across classes
                 rows += [dict(task=task, method="ig, rank_by=mean_abs", **r)

@@ -32,6 +32,7 @@ markdown table on stdout.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing as mp
 import platform
@@ -134,8 +135,7 @@ def _reduce(attr, site, batch):
 
 
 RUNNERS = {"attprune": run_attprune, "captum-lig": run_captum_lig, "captum-ig": run_captum_ig,
-           **{f"attprune-{b}": (lambda b: lambda *a: run_attprune(*a, backend=b))(b)
-              for b in ("torch", "triton", "native")}}
+           **{f"attprune-{b}": functools.partial(run_attprune, backend=b) for b in ("torch", "triton", "native")}}
 
 
 def _layer_index(path: str) -> int:

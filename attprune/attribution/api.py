@@ -102,7 +102,8 @@ def attribute(
     meta = dict(method=method, steps=steps, quadrature=quadrature, target=target if isinstance(target, str)
                 else getattr(target, "__name__", "callable"), baseline=baseline, reduce_tokens=reduce_tokens,
                 units=list(units), model_class=type(model).__name__,
-                model_name=getattr(model.config, "name_or_path", ""), dtype=str(dtype) if dtype else None, backend=backend,
+                model_name=getattr(model.config, "name_or_path", ""), dtype=str(dtype) if dtype else None,
+                backend=backend,
                 kv_heads={s.path: s.n_kv_heads for s in sites if s.n_kv_heads and s.n_kv_heads < s.n_units})
     started = time.perf_counter()
     if method in DATA_FREE:

@@ -136,7 +136,8 @@ def unseen_domain(mt: MultiTask, out: Path, *, pairs=tuple(UNSEEN), n_attr: int 
         target_rows = load_unseen(pair, n=max_test + n_attr)
         run = task_run(mt, source, rows=target_rows[n_attr:])
         dense[pair] = run.dense
-        for origin, attr in (("source task", attribution_rows(source, n_attr)), ("target domain", target_rows[:n_attr])):
+        origins = (("source task", attribution_rows(source, n_attr)), ("target domain", target_rows[:n_attr]))
+        for origin, attr in origins:
             scores, _ = score(run, "ig", attr, steps=steps, cache=score_cache(mt))
             rows += [dict(task=pair, method=f"scores from {origin}", **r)
                      for r in sweep(run, scores, kind="ffn", sparsities=sparsities)]

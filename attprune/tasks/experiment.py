@@ -77,11 +77,10 @@ def score(run: TaskRun, method: str, rows: list[dict] | None, *, units=("ffn",),
     path = None
     if cache is not None:
         path = Path(cache) / f"{run.name}-{method}-{_score_key(run, method, rows, steps, target, seed)}.safetensors"
-        if path.is_file():
-            cached = Scores.load(path)
-            if set(units) <= set(cached.meta["units"]):
-                sites = {p: s for p, s in cached.sites.items() if s.kind in units}
-                return Scores(sites, dict(cached.meta, units=list(units))), cached.meta["seconds"]
+        cached = _load_cached(path)
+        if cached is not None and set(units) <= set(cached.meta["units"]):
+            sites = {p: s for p, s in cached.sites.items() if s.kind in units}
+            return Scores(sites, dict(cached.meta, units=list(units))), cached.meta["seconds"]
     spec = TASKS[run.name]
     batches = None
     if rows is not None:
@@ -95,6 +94,16 @@ def score(run: TaskRun, method: str, rows: list[dict] | None, *, units=("ffn",),
         path.parent.mkdir(parents=True, exist_ok=True)
         Scores(scores.sites, dict(scores.meta, units=list(units), seconds=seconds)).save(path)
     return scores, seconds
+
+
+def _load_cached(path: Path) -> Scores | None:
+    """The cached scores at ``path``; None if absent or unreadable (then recomputed and overwritten)."""
+    if not path.is_file():
+        return None
+    try:
+        return Scores.load(path)
+    except ValueError:
+        return None
 
 
 def _score_key(run: TaskRun, method: str, rows: list[dict] | None, steps: int, target: str, seed: int) -> str:

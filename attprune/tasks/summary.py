@@ -63,18 +63,21 @@ def summarize(folder: Path) -> dict:
     out: dict = {"targets": []}
     if main:
         dense = main["dense"]
-        heads = _by([r for r in main["rows"] if r["units"] == "heads"], "method", "sparsity")
-        out["heads_mean_accuracy"] = {m: {x: a for (mm, x), a in heads.items() if mm == m} for m, _ in heads}
+        heads: dict = defaultdict(dict)
+        for (method, s), acc in _by([r for r in main["rows"] if r["units"] == "heads"], "method", "sparsity").items():
+            heads[method][s] = acc
+        out["heads_mean_accuracy"] = dict(heads)
         table = ffn_table(main, ranking)
         out["ffn_mean_accuracy"] = {m: {s: _mean(list(v.values())) for s, v in per.items()} for m, per in table.items()}
-        out["ffn_mean_fraction_of_dense"] = {m: {s: _mean([a / dense[t] for t, a in v.items()]) for s, v in per.items()}
-                                             for m, per in table.items()}
+        out["ffn_mean_fraction_of_dense"] = {
+            m: {s: _mean([a / dense[t] for t, a in v.items()]) for s, v in per.items()} for m, per in table.items()}
         best_free_70 = max(out["ffn_mean_accuracy"][m][0.7] for m in DATA_FREE)
         for ig in ("ig", "ig, rank_by=mean_abs"):
             if ig not in table:
                 continue
             kept = out["ffn_mean_fraction_of_dense"][ig][0.5]
-            out["targets"].append(dict(target=f"{ig}: >= 95% of dense at 50% FFN", value=f"{kept:.1%}", met=kept >= 0.95))
+            out["targets"].append(dict(target=f"{ig}: >= 95% of dense at 50% FFN", value=f"{kept:.1%}",
+                                       met=kept >= 0.95))
             at70 = out["ffn_mean_accuracy"][ig][0.7]
             gap = at70 - best_free_70
             out["targets"].append(dict(target=f"{ig}: >= 10 points over the best data-free baseline at 70%",

@@ -23,7 +23,8 @@ def run(name: str) -> dict:
     p.add_argument("--tasks", default=None, help="comma-separated tasks (default: all); for unseen_domain: pairs")
     for key in ("n_attr", "n_full", "max_test", "steps"):
         if key in defaults:
-            p.add_argument("--" + key.replace("_", "-"), type=int, default=defaults[key], help=f"default {defaults[key]}")
+            p.add_argument("--" + key.replace("_", "-"), type=int, default=defaults[key],
+                           help=f"default {defaults[key]}")
     p.add_argument("--threads", type=int, default=2, help="CPU threads")
     p.add_argument("--out", default=str(RESULTS), help="results folder")
     if "seeds" in defaults:

@@ -21,6 +21,8 @@ holding earlier chunks of steps: S is linear in G.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -130,7 +132,5 @@ def ig_attribute(grads: torch.Tensor, step_weights: torch.Tensor, weight: torch.
 
 
 def _interpreting() -> bool:
-    import os
-
     # the interpreter's bf16/fp16 tl.dot is wrong (triton 3.6-3.9): dot in float32 there
     return os.environ.get("TRITON_INTERPRET") == "1"
