@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .compact import applied_plan, compact
+from .io import atomic_dir, read_format_json
 from .plan.plan import Plan
 from .sites import find_sites
 
@@ -46,32 +44,12 @@ def save_pretrained(model: nn.Module, out_dir: str | Path, **kwargs) -> Path:
     plan = applied_plan(model)
     if plan is None:
         plan = Plan({}, {}, {}, {"note": "dense model: nothing was compacted"})
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True, **kwargs)
         manifest = {"format": FORMAT, "attprune_version": __version__, "model_class": type(model).__name__,
                     "plan": plan.to_dict()}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.replace(target, old)
-    try:
-        os.replace(new, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -95,17 +73,9 @@ def parameters_on_meta():
 def _read_manifest(path: Path) -> dict:
     if not path.is_dir():
         raise FileNotFoundError(f"no checkpoint folder at {path}")
-    file = path / MANIFEST
-    if not file.is_file():
-        raise CheckpointError(f"{path} has no {MANIFEST}: it is not an attprune checkpoint "
-                              "(a dense model loads with transformers' from_pretrained)")
-    try:
-        manifest = json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{file} is damaged ({err}); save the model again") from err
-    if manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{file} has format {manifest.get('format')!r}, expected {FORMAT!r}")
-    return manifest
+    return read_format_json(path / MANIFEST, FORMAT, CheckpointError,
+                            f"{path} has no {MANIFEST}: it is not an attprune checkpoint (a dense model loads "
+                            "with transformers' from_pretrained)", "save the model again")
 
 
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:

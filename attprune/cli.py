@@ -1,4 +1,4 @@
-"""The ``attprune`` command line: ``attprune score``, ``attprune prune``, ``attprune demo``."""
+"""The ``attprune`` command line: ``score``, ``prune``, ``adapt``, ``demo``, ``fetch``."""
 
 from __future__ import annotations
 
@@ -25,18 +25,7 @@ def _add_score_parser(sub) -> None:
     p.add_argument("--model", required=True,
                    help="a Hugging Face model folder (from_pretrained), or 'minilm' for the packaged "
                         "all-MiniLM-L6-v2 with a new seeded classification head")
-    p.add_argument("--data", required=True, help="a .csv/.tsv (with a header), .jsonl/.json file, or a "
-                                                 "folder saved with datasets' save_to_disk")
-    p.add_argument("--split", default=None, help="split of a saved DatasetDict folder")
-    p.add_argument("--text-column", default="text", help="column holding the input text")
-    p.add_argument("--text-pair-column", default=None, help="second text column for sentence-pair tasks")
-    p.add_argument("--label-column", default="label",
-                   help="column holding the label (a class for classifiers, target text for seq2seq); "
-                        "unused by causal LMs")
-    p.add_argument("--label-map", default=None, help="map raw label values to class ids, e.g. --label-map=-1:0,1:1 (use '=' when a value starts with '-')")
-    p.add_argument("--max-length", type=int, default=128, help="truncate inputs to this many tokens")
-    p.add_argument("--batch-size", type=int, default=16, help="examples per batch")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N examples")
+    _add_data_arguments(p)
     p.add_argument("--method", choices=METHODS, default="ig", help="attribution method")
     p.add_argument("--steps", type=int, default=20, help="integration steps (ig, conductance)")
     p.add_argument("--quadrature", choices=QUADRATURES, default="riemann_right",
@@ -52,6 +41,73 @@ def _add_score_parser(sub) -> None:
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                    help="compute the model in this dtype (scores accumulate in float32)")
     p.add_argument("--seed", type=int, default=0, help="seed for method=random and new heads")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--long-inputs", choices=("truncate", "error"), default="truncate",
+                   help="inputs longer than the model's positions: truncate (with a warning) or refuse")
+    p.add_argument("--checkpoint-every", type=int, default=10,
+                   help="save partial sums to OUT/.partial every N scored batches (removed when the run completes)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from OUT/.partial (same model, data and settings); without "
+                        "it a leftover partial run is discarded")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _add_data_arguments(p, *, required: bool = True) -> None:
+    p.add_argument("--data", required=required, help="a .csv/.tsv (with a header), .jsonl/.json file, or a "
+                                                     "folder saved with datasets' save_to_disk")
+    p.add_argument("--split", default=None, help="split of a saved DatasetDict folder")
+    p.add_argument("--text-column", default="text", help="column holding the input text")
+    p.add_argument("--text-pair-column", default=None, help="second text column for sentence-pair tasks")
+    p.add_argument("--label-column", default="label",
+                   help="column holding the label (a class for classifiers, target text for seq2seq); "
+                        "unused by causal LMs")
+    p.add_argument("--label-map", default=None,
+                   help="map raw label values to class ids, e.g. --label-map=-1:0,1:1 (use '=' when a value starts "
+                        "with '-')")
+    p.add_argument("--max-length", type=int, default=128, help="truncate inputs to this many tokens")
+    p.add_argument("--batch-size", type=int, default=16, help="examples per batch")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N examples")
+
+
+def _decay(text: str) -> float | str:
+    return text if text == "auto" else float(text)
+
+
+def _add_adapt_parser(sub) -> None:
+    from .adaptation.head import HEADS
+    from .adaptation.targets import GRANULARITIES
+
+    p = sub.add_parser(
+        "adapt", help="adapting by pruning: learn a task as a mask over the frozen pre-trained weights",
+        description="Learn which pre-trained connections a task keeps (kept weights never change) and a small "
+                    "head (Gao et al., arXiv 2105.03343). Writes OUT/ (attprune.apply_adapted(model, OUT) puts the "
+                    "task back on the shared pre-trained model): the head, the mask (1 bit per weight, or a plan "
+                    "for --granularity units) and adapter_config.json with the statistics.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True,
+                   help="a Hugging Face model folder (from_pretrained), or 'minilm' for the packaged "
+                        "all-MiniLM-L6-v2")
+    _add_data_arguments(p)
+    p.add_argument("--eval-data", default=None, help="held-out data in the same format: accuracy after every "
+                                                     "epoch and at the end")
+    p.add_argument("--num-labels", type=int, default=None, help="classes (default: the model's config, or the "
+                                                                 "largest label + 1)")
+    p.add_argument("--granularity", choices=GRANULARITIES, default="weights",
+                   help="mask single weights (unstructured) or FFN neurons and attention heads (compactable)")
+    p.add_argument("--sparsity", type=float, default=0.5, help="fraction of connections to remove, in [0, 1)")
+    p.add_argument("--head", choices=HEADS, default="layer-weighted-mlp",
+                   help="task head over the softmax-weighted first-token vectors of every layer")
+    p.add_argument("--epochs", type=int, default=3, help="passes over the data (training stops earlier once "
+                                                         "the sparsity is reached)")
+    p.add_argument("--lr-mask", type=float, default=2e-5, help="Adam step size of the mask scores theta")
+    p.add_argument("--lr-head", type=float, default=2e-5, help="Adam step size of the head")
+    p.add_argument("--decay", type=_decay, default=2e-7,
+                   help="constant push of every theta toward pruning, per step; 'auto': the push that reaches "
+                        "--sparsity near the last step (for short runs)")
+    p.add_argument("--t-forward", type=float, default=1e5, help="sigmoid temperature in the forward pass")
+    p.add_argument("--t-backward", type=float, default=1.0, help="sigmoid temperature in the derivative")
+    p.add_argument("--embeddings", action="store_true", help="also mask the embedding tables (weights only)")
+    p.add_argument("--seed", type=int, default=0, help="seed of theta's initialisation and the head")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -74,8 +130,8 @@ def _add_prune_parser(sub) -> None:
                    help="rank all sites of a kind together, or remove the same fraction per site")
     p.add_argument("--normalize", choices=NORMALIZE, default="layer",
                    help="global scope: divide each site's values by its mean |value| (layer) or L2 norm")
-    p.add_argument("--rank-by", choices=RANK_BY, default="abs",
-                   help="|signed mean| (abs), mean of |per-example score| (mean_abs) or the signed mean")
+    p.add_argument("--rank-by", choices=RANK_BY, default="mean_abs",
+                   help="mean of |per-example score| (mean_abs, default), |signed mean| (abs) or the signed mean")
     p.add_argument("--round-to", type=int, default=1, help="keep per-site widths at multiples of this")
     p.add_argument("--min-keep", type=int, default=1, help="keep at least this many units per site (0: a site "
                                                            "may be removed whole)")
@@ -92,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_score_parser(sub)
     _add_prune_parser(sub)
+    _add_adapt_parser(sub)
     d = sub.add_parser(
         "demo", help="the main job: task-specific pruning of the multi-task MiniLM on real offline data",
         description="Fetch the task pack, build (or reuse) the multi-task MiniLM (<= 10 min the first time on 2 "
@@ -118,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_model(name: str, seed: int):
-    from transformers import AutoConfig, AutoTokenizer
     import transformers
+    from transformers import AutoConfig, AutoTokenizer
 
     if name == "minilm":
         from .models import load_minilm_classifier
@@ -138,7 +195,9 @@ def _load_model(name: str, seed: int):
 
 
 def _score(args) -> int:
-    from .attribution import attribute
+    import shutil
+
+    from .attribution import attribute, distributed
     from .attribution.targets import task_of
     from .data import parse_label_map, read_rows, text_batches
     from .io import write_json
@@ -146,6 +205,7 @@ def _score(args) -> int:
     out = Path(args.out)
     units = tuple(u.strip() for u in args.units.split(",") if u.strip())
     rows = read_rows(args.data, args.split)[: args.limit]  # before the model: fail fast on bad data
+    check_writable(out)
     model, tokenizer = _load_model(args.model, args.seed)
     task = task_of(model) or "sequence"
     label_column = None if args.target == "prediction" and task == "sequence" else args.label_column
@@ -154,16 +214,78 @@ def _score(args) -> int:
                            batch_size=args.batch_size, num_labels=getattr(model.config, "num_labels", None),
                            label_map=parse_label_map(args.label_map),
                            label2id=getattr(model.config, "label2id", None))
-    scores = attribute(model, batches, units=units, method=args.method, steps=args.steps,
-                       quadrature=args.quadrature, target=args.target, reduce_tokens=args.reduce_tokens,
-                       dtype=DTYPES[args.dtype] if args.dtype else None, batch_size=args.rows_per_pass,
-                       progress=not args.no_progress, seed=args.seed)
+    partial = out / ".partial"
+    if partial.exists() and not args.resume and distributed.is_main():
+        shutil.rmtree(partial)
+        print(f"discarded the partial run in {partial} (pass --resume to continue one)")
+    distributed.barrier()
+    try:
+        scores = attribute(model, batches, units=units, method=args.method, steps=args.steps,
+                           quadrature=args.quadrature, target=args.target, reduce_tokens=args.reduce_tokens,
+                           dtype=DTYPES[args.dtype] if args.dtype else None, batch_size=args.rows_per_pass,
+                           progress=not args.no_progress, seed=args.seed, checkpoint=partial,
+                           checkpoint_every=args.checkpoint_every, long_inputs=args.long_inputs)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"partial sums are in {partial}: run the same command with --resume to "
+                                "continue") from None
+    if not distributed.is_main():
+        return 0  # rank 0 writes
     scores.save(out / "scores.safetensors")
     summary = scores.summary()
     write_json(out / "summary.json", dict(scores.meta, data=str(args.data), summary=summary))
     print(summary)
     print(f"wrote {out / 'scores.safetensors'} and {out / 'summary.json'} "
           f"({scores.meta['n_examples']} examples, {scores.meta['seconds']} s)")
+    return 0
+
+
+def check_writable(out: Path) -> None:
+    """Fail before any work when ``out`` cannot be created or written."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        reason = err.strerror or err
+        raise ValueError(f"cannot write to the output folder {out} ({reason}); choose another --out") from None
+
+
+def _batches_from(args, path, tokenizer, num_labels, label2id) -> list[dict]:
+    from .data import parse_label_map, read_rows, text_batches
+
+    rows = read_rows(path, args.split)[: args.limit]
+    return text_batches(rows, tokenizer, task="sequence", text_column=args.text_column,
+                        label_column=args.label_column, text_pair_column=args.text_pair_column,
+                        max_length=args.max_length, batch_size=args.batch_size, num_labels=num_labels,
+                        label_map=parse_label_map(args.label_map), label2id=label2id)
+
+
+def _adapt(args) -> int:
+    from .adaptation import adapt
+
+    for path in [args.data] + ([args.eval_data] if args.eval_data else []):  # fail fast, before the model loads
+        if not Path(path).exists():
+            raise FileNotFoundError(f"data path {path} does not exist")
+    check_writable(Path(args.out).parent)
+    model, tokenizer = _load_model(args.model, args.seed)
+    num_labels = args.num_labels or getattr(model.config, "num_labels", None) or 2
+    label2id = getattr(model.config, "label2id", None)
+    train = _batches_from(args, args.data, tokenizer, num_labels, label2id)
+    held_out = _batches_from(args, args.eval_data, tokenizer, num_labels, label2id) if args.eval_data else None
+    result = adapt(model, train, granularity=args.granularity, sparsity=args.sparsity, head=args.head,
+                   epochs=args.epochs, lr_mask=args.lr_mask, lr_head=args.lr_head, decay=args.decay,
+                   t_forward=args.t_forward, t_backward=args.t_backward, eval_batches=held_out,
+                   progress=not args.no_progress, seed=args.seed, embeddings=args.embeddings,
+                   num_labels=num_labels)
+    out = result.save(args.out)
+    tokenizer.save_pretrained(out / "tokenizer")
+    stats = result.stats
+    held_out = f"; held-out accuracy {stats['eval_accuracy']:.3f}" if "eval_accuracy" in stats else ""
+    print(f"kept {stats['kept']:,} of {stats['masked']:,} masked {args.granularity} (sparsity "
+          f"{stats['sparsity']:.1%}) after {stats['steps']} steps ({stats['stopped']}){held_out}")
+    print(f"wrote {out} (attprune.apply_adapted(model, '{out}') puts the task on the pre-trained model)")
     return 0
 
 
@@ -201,7 +323,10 @@ def _fetch(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .attribution import distributed
+
     args = build_parser().parse_args(argv)
+    joined = distributed.init_from_env()  # under torchrun: one process group for the run
     try:
         if args.command == "score":
             return _score(args)
@@ -209,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             return _prune(args)
         if args.command == "fetch":
             return _fetch(args)
+        if args.command == "adapt":
+            return _adapt(args)
         from .demo import run_demo, run_task_demo
         if args.quick:
             run_demo(out=args.out, steps=args.steps, ffn=args.ffn, heads=args.heads, progress=not args.no_progress)
@@ -220,9 +347,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ImportError, KeyError, RuntimeError) as err:
         print(f"attprune: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("attprune: interrupted; nothing was written under the output folder", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        detail = str(err) or "nothing was written under the output folder"
+        print(f"attprune: interrupted; {detail}", file=sys.stderr)
         return 130
+    finally:
+        if joined:
+            distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from .io import write_json
 from .models import load_minilm_classifier
 from .plan import make_plan
 from .samples import LABELS, SENTENCES
+from .tasks.experiment import latency_ms
 
 
 def fit_head(model, batch: dict, epochs: int = 300, lr: float = 1e-2) -> float:
@@ -44,18 +45,6 @@ def accuracy(model, batch: dict) -> float:
     return float((logits.argmax(-1) == batch["labels"]).float().mean())
 
 
-def latency_ms(model, batch: dict, repeats: int = 5) -> float:
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    with torch.no_grad():
-        model(**inputs)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(**inputs)
-            times.append(time.perf_counter() - start)
-    return 1000 * min(times)
-
-
 def run_demo(out: str | Path = "out/demo", steps: int = 20, ffn: float = 0.5, heads: float = 0.25,
              n_examples: int = 16, progress: bool = True) -> Scores:
     """Fit a head, score, plan, compact, save, reload, and compare with the dense model."""
@@ -72,16 +61,17 @@ def run_demo(out: str | Path = "out/demo", steps: int = 20, ffn: float = 0.5, he
                        method="ig", steps=steps, progress=progress)
     print(scores.summary())
     plan = make_plan(scores, ffn=ffn, heads=heads)
-    print(f"plan: remove {ffn:.0%} of FFN neurons and {heads:.0%} of heads (global, |IG| per site-normalised)")
+    print(f"plan: remove {ffn:.0%} of FFN neurons and {heads:.0%} of heads (global, mean |IG| per site-normalised)")
     print(plan.summary(model, seq_len=batch["input_ids"].shape[1]))
-    dense_ms, dense_accuracy = latency_ms(model, batch), accuracy(model, batch)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    dense_ms, dense_accuracy = latency_ms(model, inputs), accuracy(model, batch)
     with mask(model, plan):
         masked_accuracy = accuracy(model, batch)
     compact(model, plan)
     save_pretrained(model, out / "model")
     tokenizer.save_pretrained(out / "model")
     reloaded = from_pretrained(out / "model")
-    compact_accuracy, compact_ms = accuracy(reloaded, batch), latency_ms(reloaded, batch)
+    compact_accuracy, compact_ms = accuracy(reloaded, batch), latency_ms(reloaded, inputs)
     print(f"accuracy on the {len(SENTENCES)} sentences: dense {dense_accuracy:.2f}, masked {masked_accuracy:.2f}, "
           f"compact (reloaded) {compact_accuracy:.2f}")
     print(f"CPU latency, batch {len(SENTENCES)}: dense {dense_ms:.1f} ms, compact {compact_ms:.1f} ms "
@@ -127,10 +117,10 @@ def run_task_demo(out: str | Path = "out/demo", tasks: tuple[str, ...] = ("hedge
             print(f"{task}: {method} scores of 9,216 FFN neurons from {n} examples in {seconds:.1f} s "
                   "(as first computed; cached after)")
             rows += [dict(task=task, method=method, **r) for r in sweep(run, scores, sparsities=DEMO_SPARSITIES)]
-            if method == "ig":  # also ranked by the mean of |per-example IG|: no cancellation across classes
-                rows += [dict(task=task, method="ig, rank_by=mean_abs", **r)
-                         for r in sweep(run, scores, sparsities=DEMO_SPARSITIES, rank_by="mean_abs")]
-                compacted[task] = compact_point(run, scores, ffn=ffn, rank_by="mean_abs")
+            if method == "ig":  # also ranked by |signed mean|: per-example scores cancel across classes
+                rows += [dict(task=task, method="ig, rank_by=abs", **r)
+                         for r in sweep(run, scores, sparsities=DEMO_SPARSITIES, rank_by="abs")]
+                compacted[task] = compact_point(run, scores, ffn=ffn)
     data = report.curves(rows)
     print(f"\naccuracy after removing FFN neurons (test, <= {max_test} examples; dense in brackets)")
     header = "| task | method | " + " | ".join(f"{s:.0%}" for s in DEMO_SPARSITIES) + " |"
@@ -139,7 +129,7 @@ def run_task_demo(out: str | Path = "out/demo", tasks: tuple[str, ...] = ("hedge
         for method, values in lines.items():
             print(f"| {task} ({dense[task]:.3f}) | {method} | " +
                   " | ".join(f"{values[s][0]:.3f}" for s in DEMO_SPARSITIES) + " |")
-    print(f"\ncompacted at {ffn:.0%} FFN sparsity (IG, rank_by=mean_abs), CPU, one test batch:")
+    print(f"\ncompacted at {ffn:.0%} FFN sparsity (IG), CPU, one test batch:")
     for task, c in compacted.items():
         print(f"  {task}: params {c['params_dense']:,} -> {c['params_compact']:,}; latency {c['dense_ms']:.0f} -> "
               f"{c['compact_ms']:.0f} ms ({c['dense_ms'] / c['compact_ms']:.2f}x); accuracy masked "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -29,7 +30,57 @@ def atomic_path(path: str | Path):
         raise
 
 
+def read_format_json(file: Path, expected_format: str, error: type[Exception], missing: str,
+                     rewrite: str) -> dict:
+    """A JSON file that must carry ``"format": expected_format``; ``error`` says what is wrong.
+
+    ``missing``: the message when the file does not exist; ``rewrite``: how to make a good one.
+    """
+    if not file.is_file():
+        raise error(missing)
+    try:
+        data = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise error(f"{file} is truncated or damaged ({err}); {rewrite}") from err
+    found = data.get("format") if isinstance(data, dict) else None
+    if found != expected_format:
+        raise error(f"{file} has format {found!r}, expected {expected_format!r}")
+    return data
+
+
 def write_json(path: str | Path, obj) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
     return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path):
+    """Yield a temporary folder beside ``path``; on success it replaces ``path`` whole.
+
+    An existing folder is swapped out only once the new one is complete, and put back if
+    the swap fails; on failure the temporary folder is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        _replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

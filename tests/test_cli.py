@@ -16,10 +16,10 @@ from attprune.data import class_ids, parse_label_map, read_rows, text_batches
 
 def test_help_explains_every_flag():
     parser = build_parser()
-    score = parser._subparsers._group_actions[0].choices["score"]
-    for action in score._actions:
-        if action.dest != "help":
-            assert action.help, f"--{action.dest} has no help text"
+    for command, sub in parser._subparsers._group_actions[0].choices.items():
+        for action in sub._actions:
+            if action.dest != "help":
+                assert action.help, f"attprune {command} --{action.dest} has no help text"
     out = subprocess.run([sys.executable, "-m", "attprune", "score", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--label-map" in out.stdout and "--rows-per-pass" in out.stdout
 
@@ -94,6 +94,39 @@ def test_missing_model_folder(review_csv, tmp_path, capsys):
     assert "model folder" in capsys.readouterr().err
 
 
+def test_adapt_writes_a_task_that_applies_to_the_model(tiny_model_dir, review_csv, tmp_path, capsys):
+    from transformers import AutoModel, AutoTokenizer
+
+    out = tmp_path / "task"
+    code = main(["adapt", "--model", str(tiny_model_dir), "--data", str(review_csv), "--label-map=-1:0,1:1",
+                 "--eval-data", str(review_csv), "--sparsity", "0.3", "--epochs", "2", "--lr-head", "1e-3",
+                 "--batch-size", "2", "--out", str(out), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "sparsity 30.0%" in printed and "held-out accuracy" in printed
+    model = AutoModel.from_pretrained(tiny_model_dir)  # the bare encoder is enough
+    task = attprune.apply_adapted(model, out)
+    batch = AutoTokenizer.from_pretrained(out / "tokenizer")(["great film"], return_tensors="pt")
+    assert task(**batch).logits.shape == (1, 2)
+    units = main(["adapt", "--model", str(tiny_model_dir), "--data", str(review_csv), "--label-map=-1:0,1:1",
+                  "--granularity", "units", "--sparsity", "0.5", "--epochs", "1", "--out", str(tmp_path / "units"),
+                  "--no-progress"])
+    assert units == 0 and (tmp_path / "units" / "plan.json").is_file()
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--sparsity", "1.0"], "sparsity must be a fraction"),
+    (["--data", "missing.csv"], "does not exist"),
+    (["--granularity", "units", "--embeddings"], "embeddings are masked only with granularity='weights'"),
+])
+def test_adapt_errors_exit_2(tiny_model_dir, review_csv, tmp_path, capsys, args, match):
+    base = ["adapt", "--model", str(tiny_model_dir), "--data", str(review_csv), "--label-map=-1:0,1:1",
+            "--epochs", "1", "--out", str(tmp_path / "o"), "--no-progress"]
+    code = main(base + args)
+    assert code == 2 and match in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_data_helpers(tmp_path):
     assert parse_label_map("-1:0, 1:1") == {"-1": 0, "1": 1}
     with pytest.raises(ValueError, match="VALUE:ID"):
@@ -110,3 +143,41 @@ def test_data_helpers(tmp_path):
     rows = [{"text": "a b", "label": "1"}]
     with pytest.raises(ValueError, match="no column 'body'"):
         text_batches(rows, None, task="sequence", text_column="body")
+
+
+def test_ctrl_c_then_resume(tiny_model_dir, review_csv, tmp_path, capsys, monkeypatch):
+    from attprune.attribution import api
+
+    args = ["score", "--model", str(tiny_model_dir), "--data", str(review_csv), "--label-map=-1:0,1:1",
+            "--steps", "3", "--batch-size", "1", "--checkpoint-every", "1", "--no-progress"]
+    real, calls = api.ig.ig_site, []
+
+    def interrupted_on_the_third_batch(runner, clean, site, *a, **kw):
+        calls.append(site.path)
+        if len(calls) > 2 * 4:  # 4 sites per batch: Ctrl-C during batch 3
+            raise KeyboardInterrupt
+        return real(runner, clean, site, *a, **kw)
+
+    monkeypatch.setattr(api.ig, "ig_site", interrupted_on_the_third_batch)
+    out = tmp_path / "out"
+    assert main(args + ["--out", str(out)]) == 130
+    assert "--resume" in capsys.readouterr().err and (out / ".partial").is_dir()
+    assert not (out / "scores.safetensors").exists()
+    monkeypatch.setattr(api.ig, "ig_site", real)
+    assert main(args + ["--out", str(out), "--resume"]) == 0
+    assert main(args + ["--out", str(tmp_path / "fresh")]) == 0
+    resumed = attprune.Scores.load(out / "scores.safetensors")
+    fresh = attprune.Scores.load(tmp_path / "fresh" / "scores.safetensors")
+    assert resumed.n_examples == fresh.n_examples == 5 and not (out / ".partial").exists()
+    for path, s in fresh.sites.items():
+        assert torch.equal(s.sum, resumed.sites[path].sum)
+
+
+def test_unwritable_output_exits_2_before_any_work(tiny_model_dir, review_csv, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for command in (["score", "--steps", "2"], ["adapt", "--epochs", "1"]):
+        code = main([*command, "--model", str(tiny_model_dir), "--data", str(review_csv), "--label-map=-1:0,1:1",
+                     "--out", str(blocker / "out"), "--no-progress"])
+        assert code == 2 and "cannot write to the output folder" in capsys.readouterr().err
+    assert blocker.read_text() == "not a folder"

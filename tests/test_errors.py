@@ -71,3 +71,23 @@ def test_headless_model_needs_a_callable_target():
     scores = attprune.attribute(base, [batch], target=lambda out, b: out.last_hidden_state[:, 0].norm(dim=-1),
                                 steps=2, progress=False)
     assert scores.n_examples == 3
+
+
+def test_tokens_outside_the_vocabulary(model, batch):
+    batch["input_ids"][0, 1] = model.config.vocab_size + 3
+    with pytest.raises(ValueError, match="outside the model's vocabulary of 97: the tokenizer does not match"):
+        attprune.attribute(model, [batch], steps=2, progress=False)
+
+
+def test_inputs_longer_than_the_positions_truncate_or_refuse(model):
+    long = tiny.batch_for(model, seq_len=70)  # 64 positions
+    with pytest.raises(ValueError, match="70 tokens are longer than the model's 64 positions"):
+        attprune.attribute(model, [long], steps=2, long_inputs="error", progress=False)
+    with pytest.warns(UserWarning, match="truncated to the model's 64 positions"):
+        truncated = attprune.attribute(model, [long], steps=2, progress=False)
+    short = {k: v[:, :64] if v.dim() == 2 else v for k, v in long.items()}
+    reference = attprune.attribute(model, [short], steps=2, progress=False)
+    for path, s in reference.sites.items():
+        assert torch.equal(s.sum, truncated.sites[path].sum)
+    with pytest.raises(ValueError, match="unknown long_inputs"):
+        attprune.attribute(model, [long], steps=2, long_inputs="wrap", progress=False)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from pathlib import Path
 from typing import Callable, Iterable, Union
 
 import torch
@@ -11,7 +13,10 @@ from tqdm.auto import tqdm
 
 from .. import ops
 from ..sites import Site, find_embeddings, find_sites
-from . import allsites, datafree, ig
+from . import allsites, datafree, distributed, ig
+from .inputs import LONG_INPUTS, check_batch
+from .memory import token_budget
+from .partial import PartialRun, run_key
 from .quadrature import QUADRATURES, quadrature
 from .runner import Runner, attribution_mode
 from .scores import Scores, SiteScores
@@ -20,9 +25,6 @@ from .tokens import REDUCTIONS
 METHODS = ("ig", "conductance", "grad_x_act", "fisher", "activation", "magnitude", "random")
 DATA_FREE = ("magnitude", "random")
 BASELINES = ("zero",)
-#: Without ``batch_size``, one forward/backward pass holds at most this many tokens
-#: (examples x steps x sequence length).
-TOKEN_BUDGET = 1 << 16
 
 
 def _validate(method, steps, quadrature_name, baseline, reduce_tokens, units) -> None:
@@ -59,6 +61,10 @@ def attribute(
     progress: bool = True,
     seed: int = 0,
     backend: str = "auto",
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 10,
+    long_inputs: str = "truncate",
+    max_memory: int | str | None = None,
 ) -> Scores:
     """Attribution scores of every FFN neuron and attention head of ``model``.
 
@@ -83,19 +89,33 @@ def attribute(
         dtype: compute the model's forward/backward in this dtype (autocast); scores
             always accumulate in float32 (float64 for a float64 model).
         batch_size: interpolation rows (examples x steps) per forward/backward pass, like
-            Captum's ``internal_batch_size``; default: as many steps as fit in
-            ``TOKEN_BUDGET`` tokens.
+            Captum's ``internal_batch_size``; default: as many steps as fit the memory budget.
+        max_memory: that budget (bytes or ``"8GB"``); default: half the free memory of the
+            model's CUDA device, or ``TOKEN_BUDGET`` tokens on CPU (``attribution.memory``).
+            A CUDA out-of-memory error halves the steps per pass and retries.
         progress: show a tqdm bar.
         seed: seed of ``method="random"``.
         backend: how ``method="ig"`` does its step arithmetic (``attprune.ops``):
             ``"torch"`` (reference), ``"triton"`` (fused kernels, CUDA), ``"native"``
             (the CMake-built CPU op) or ``"auto"`` (Triton on CUDA, else torch).
+        long_inputs: inputs longer than the model's positions are ``"truncate"``-d (with a
+            warning) or refused (``"error"``); token ids outside the vocabulary always are.
+        checkpoint: a folder for partial sums, saved every ``checkpoint_every`` scored
+            batches; a run interrupted at any point (even SIGKILL) and started again with
+            the same settings and data resumes there (``attprune.attribution.partial``).
+            Removed when the run completes.
+
+    Inside an initialised ``torch.distributed`` process group (torchrun), each rank scores
+    its share of the batches and the sums are all-reduced once at the end: pass every
+    rank the same, unsharded batches (``attprune.attribution.distributed``).
 
     Returns:
         ``Scores``: per site, the signed mean, mean of absolutes, spread and count of the
         per-example unit scores.
     """
     _validate(method, steps, quadrature, baseline, reduce_tokens, units)
+    if long_inputs not in LONG_INPUTS:
+        raise ValueError(f"unknown long_inputs {long_inputs!r}; choose one of {', '.join(LONG_INPUTS)}")
     sites = find_sites(model, units)
     parameter = next(model.parameters())
     backend = ops.resolve_backend(backend, parameter.device, dtype or parameter.dtype, reduce_tokens)
@@ -111,10 +131,20 @@ def attribute(
     else:
         if batches is None:
             raise ValueError(f"method={method!r} needs data: pass an iterable of batches")
+        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
+        partial = None
+        if checkpoint is not None:
+            settings = {k: meta[k] for k in ("method", "steps", "quadrature", "target", "reduce_tokens", "units",
+                                             "model_class", "model_name", "dtype")}
+            settings.update(sites=[(s.path, s.n_units) for s in sites], batch_size=batch_size)
+            partial = PartialRun(checkpoint, run_key(settings), *distributed.rank_and_size())
         scores = _data_driven(model, sites, batches, method=method, steps=steps, quadrature_name=quadrature,
                               target=target, reduce=reduce_tokens, dtype=dtype, batch_size=batch_size,
-                              progress=progress, backend=backend)
-    meta.update(n_examples=scores.n_examples, seconds=round(time.perf_counter() - started, 3))
+                              progress=progress, backend=backend, partial=partial,
+                              checkpoint_every=checkpoint_every, long_inputs=long_inputs, max_memory=max_memory)
+    meta.update(n_examples=scores.n_examples, seconds=round(time.perf_counter() - started, 3),
+                world_size=distributed.rank_and_size()[1])
     scores.meta = meta
     return scores
 
@@ -130,45 +160,81 @@ def _data_free(model: nn.Module, sites: list[Site], method: str, seed: int) -> S
     return Scores(out)
 
 
+def _all_sites(runner, clean, method, alphas, reduce, chunk) -> dict[str, torch.Tensor]:
+    """Per-example scores of every site from one batch, for the methods that do all sites at once."""
+    if method == "conductance":
+        return allsites.conductance(runner, clean, alphas, reduce=reduce, chunk=chunk)
+    if method == "grad_x_act":
+        return allsites.grad_x_act(runner, clean, reduce=reduce)
+    if method == "fisher":
+        return allsites.fisher(runner, clean)
+    return allsites.activation(runner, clean, reduce=reduce)
+
+
+def _reduced(stats: dict[str, SiteScores]) -> dict[str, SiteScores]:
+    """Sums and counts of every rank (a no-op outside a process group)."""
+    if distributed.rank_and_size()[1] == 1:
+        return stats
+    paths = list(stats)
+    tensors = [t for p in paths for t in (stats[p].sum, stats[p].sum_abs, stats[p].sum_sq)]
+    counts = torch.tensor([float(stats[p].count) for p in paths], dtype=torch.float64)
+    *summed, counts = distributed.all_reduce_sums(tensors + [counts])
+    return {p: SiteScores(stats[p].kind, *summed[3 * i:3 * i + 3], int(counts[i])) for i, p in enumerate(paths)}
+
+
 def _data_driven(model, sites, batches, *, method, steps, quadrature_name, target, reduce, dtype, batch_size,
-                 progress, backend) -> Scores:
+                 progress, backend, partial: PartialRun | None = None, checkpoint_every: int = 10,
+                 long_inputs: str = "truncate", max_memory: int | str | None = None) -> Scores:
     needs_embeddings = method in ("conductance", "grad_x_act", "fisher")
     record = set(find_embeddings(model)) if needs_embeddings else set()
     runner = Runner(model, sites, target, dtype=dtype, replay_sites=method == "ig", record=record)
+    alphas = weights = None
     if method == "ig":
         alphas, weights = quadrature(quadrature_name, steps)
     elif method == "conductance":
         alphas, weights = quadrature(quadrature_name, steps + 1)
     stats = {s.path: SiteScores.zeros(s.kind, s.n_units, runner.acc_dtype) for s in sites}
+    resumed = partial.load() if partial is not None else None
+    start = 0
+    if resumed is not None:
+        start = resumed[1]
+        stats = {p: SiteScores(s.kind, s.sum.to(runner.acc_dtype), s.sum_abs.to(runner.acc_dtype),
+                               s.sum_sq.to(runner.acc_dtype), s.count) for p, s in resumed[0].items()}
+    rank, world = distributed.rank_and_size()
     total = len(batches) if hasattr(batches, "__len__") else None
-    bar = tqdm(total=None if total is None else total * (len(sites) if method == "ig" else 1),
-               disable=not progress, desc=f"attribution ({method})", unit="site" if method == "ig" else "batch")
+    per_batch = len(sites) if method == "ig" else 1
+    bar = tqdm(total=None if total is None else -(-total // world) * per_batch,
+               initial=-(-start // world) * per_batch if total is not None else 0, disable=not progress or rank != 0,
+               desc=f"attribution ({method})", unit="site" if method == "ig" else "batch")
+    scored = 0
     with attribution_mode(model):
-        for batch in batches:
-            clean = runner.prepare(batch)
+        for index, batch in enumerate(batches):
+            if index < start or not distributed.mine(index):
+                continue  # scored before an interruption, or another rank's share
+            clean = runner.prepare(check_batch(model, batch, long_inputs))
             tokens = max(v.shape[1] for v in clean.inputs.values() if torch.is_tensor(v) and v.dim() > 1)
             n_nodes = len(alphas) if method in ("ig", "conductance") else 1
-            chunk = ig.steps_per_pass(n_nodes, clean.rows, tokens, batch_size, TOKEN_BUDGET)
+            chunk = ig.steps_per_pass(n_nodes, clean.rows, tokens, batch_size,
+                                      token_budget(model, max_memory, dtype, tokens))
             if method == "ig":
                 for site in sites:
                     bar.set_postfix_str(site.path, refresh=False)
-                    stats[site.path].add(ig.ig_site(runner, clean, site, alphas, weights, reduce=reduce,
-                                                                  chunk=chunk, backend=backend))
+                    run = functools.partial(ig.ig_site, runner, clean, site, alphas, weights, reduce=reduce,
+                                            backend=backend)
+                    stats[site.path].add(ig.halving_on_oom(lambda c: run(chunk=c), chunk))
                     bar.update(1)
-                continue
-            if method == "conductance":
-                per_site = allsites.conductance(runner, clean, alphas, reduce=reduce, chunk=chunk)
-            elif method == "grad_x_act":
-                per_site = allsites.grad_x_act(runner, clean, reduce=reduce)
-            elif method == "fisher":
-                per_site = allsites.fisher(runner, clean)
             else:
-                per_site = allsites.activation(runner, clean, reduce=reduce)
-            for path, value in per_site.items():
-                stats[path].add(value)
-            bar.update(1)
+                for path, value in _all_sites(runner, clean, method, alphas, reduce, chunk).items():
+                    stats[path].add(value)
+                bar.update(1)
+            scored += 1
+            if partial is not None and scored % checkpoint_every == 0:
+                partial.save(stats, next_batch=index + 1)
     bar.close()
+    stats = _reduced(stats)
     if not any(s.count for s in stats.values()):
         raise ValueError("no examples: `batches` yielded nothing")
+    if partial is not None:
+        partial.clear()
     return Scores({p: SiteScores(s.kind, s.sum.float(), s.sum_abs.float(), s.sum_sq.float(), s.count)
                    if runner.acc_dtype != torch.float64 else s for p, s in stats.items()})

@@ -29,7 +29,7 @@ features and reduced over tokens.  How it is computed:
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -106,3 +106,17 @@ def ig_site(runner: Runner, clean: Clean, site: Site, alphas: list[float], weigh
     if reduce == "mean":
         scores = scores / mask.sum(1, keepdim=True).clamp_min(1)
     return scores.to(runner.acc_dtype)
+
+
+def halving_on_oom(run: Callable[[int], torch.Tensor], chunk: int) -> torch.Tensor:
+    """``run(chunk)``; on a device out-of-memory error retry with half the steps per pass,
+    down to one step (then the error stands: one example does not fit)."""
+    while True:
+        try:
+            return run(chunk)
+        except torch.OutOfMemoryError:
+            if chunk == 1:
+                raise
+            chunk = max(1, chunk // 2)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()

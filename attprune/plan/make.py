@@ -1,8 +1,10 @@
 """``make_plan``: from scores to the units every site keeps.
 
-Ranking value per unit (``rank_by``): ``"abs"`` |signed mean| (default), ``"mean_abs"``
-mean of |per-example score|, ``"signed"`` the raw signed mean (the lowest go first: it
-collapses real classifiers, see the README; kept available, never the default).
+Ranking value per unit (``rank_by``): ``"mean_abs"`` mean of |per-example score| (default),
+``"abs"`` |signed mean|, ``"signed"`` the raw signed mean (the lowest go first: it collapses
+real classifiers, see the README; kept available, never the default).  ``mean_abs`` is the
+default because signed per-example scores cancel across classes: on the six real tasks it
+keeps 98.6% of dense accuracy at 50% FFN sparsity against 96.7% for ``abs`` (README).
 
 ``scope="layer"`` removes the same fraction from every site.  ``scope="global"`` pools the
 units of all sites of a kind after ``normalize``: ``"none"``, ``"layer"`` (divide each
@@ -117,7 +119,7 @@ def _grouped_heads(values: torch.Tensor, count: int, n_kv: int) -> torch.Tensor:
 
 
 def make_plan(scores: Scores, *, ffn: float = 0.0, heads: float = 0.0, scope: str = "global",
-              normalize: str = "layer", rank_by: str = "abs", round_to: int = 1, min_keep: int = 1,
+              normalize: str = "layer", rank_by: str = "mean_abs", round_to: int = 1, min_keep: int = 1,
               kv_heads: dict[str, int] | None = None) -> Plan:
     """Turn scores into a plan that removes the fraction ``ffn`` of FFN neurons and
     ``heads`` of attention heads (see the module docstring for every option).

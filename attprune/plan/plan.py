@@ -79,7 +79,8 @@ class Plan:
     @classmethod
     def from_dict(cls, data: dict) -> "Plan":
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise PlanMismatchError(f"not an attprune plan (format {data.get('format') if isinstance(data, dict) else None!r})")
+            found = data.get("format") if isinstance(data, dict) else None
+            raise PlanMismatchError(f"not an attprune plan (format {found!r})")
         return cls({p: torch.tensor(v, dtype=torch.long) for p, v in data["ffn"].items()},
                    {p: torch.tensor(v, dtype=torch.long) for p, v in data["heads"].items()},
                    {p: int(n) for p, n in data["sizes"].items()}, data.get("meta", {}))

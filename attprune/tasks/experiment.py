@@ -133,7 +133,7 @@ def compact_point(run: TaskRun, scores: Scores, *, ffn: float = 0.5, heads: floa
     batch = {k: v for k, v in run.test[0].items() if k != "labels"}
     return {"ffn": ffn, "heads": heads, "masked_accuracy": masked, "compact_accuracy": accuracy(small, run.test),
             "params_dense": _params(run.model), "params_compact": _params(small),
-            "dense_ms": _latency_ms(run.model, batch, repeats), "compact_ms": _latency_ms(small, batch, repeats),
+            "dense_ms": latency_ms(run.model, batch, repeats), "compact_ms": latency_ms(small, batch, repeats),
             "batch_shape": list(batch["input_ids"].shape)}
 
 
@@ -142,7 +142,8 @@ def _params(model: nn.Module) -> int:
 
 
 @torch.inference_mode()
-def _latency_ms(model: nn.Module, batch: dict, repeats: int) -> float:
+def latency_ms(model: nn.Module, batch: dict, repeats: int = 5) -> float:
+    """Best of ``repeats`` timed forward passes on ``batch`` (after one warm-up), in ms."""
     model(**batch)
     best = float("inf")
     for _ in range(repeats):

@@ -45,7 +45,8 @@ def markdown_table(data: dict, *, x_label: str = "sparsity", fmt: str = "{:.3f}"
     return "\n".join(parts)
 
 
-def plot(data: dict, path: Path, *, title: str, x_label: str = "sparsity", dense: dict | None = None) -> Path | None:
+def plot(data: dict, path: Path, *, title: str, x_label: str = "sparsity", dense: dict | None = None,
+         dense_label: str = "dense") -> Path | None:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -64,7 +65,7 @@ def plot(data: dict, path: Path, *, title: str, x_label: str = "sparsity", dense
             ss = [mean_std(values[x])[1] for x in xs]
             ax.errorbar(xs, ms, yerr=ss if any(ss) else None, marker="o", ms=3, capsize=2, label=name)
         if dense and panel in dense:
-            ax.axhline(dense[panel], color="black", ls="--", lw=0.8, label="dense")
+            ax.axhline(dense[panel], color="black", ls="--", lw=0.8, label=dense_label)
         ax.set_title(panel)
         ax.set_xlabel(x_label)
         ax.set_ylabel("accuracy")

@@ -1,0 +1,49 @@
+"""Checks on each input batch before it reaches the model: vocabulary and length.
+
+A token id outside the embedding table means the tokenizer does not belong to the model
+(PyTorch would fail deep inside with an index error, or silently on some devices).
+Sequences longer than the model's learned positions are truncated with a warning
+(``long_inputs="truncate"``) or refused (``"error"``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+LONG_INPUTS = ("truncate", "error")
+#: families whose position table holds padding_idx + 1 extra rows before the first position
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")
+
+
+def max_tokens(config) -> int | None:
+    """Longest input the model has positions for (None: relative positions, no limit)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or getattr(config, "is_encoder_decoder", False):
+        return None
+    if getattr(config, "model_type", "") in _OFFSET_POSITIONS:
+        positions -= (getattr(config, "pad_token_id", 1) or 1) + 1
+    return positions
+
+
+def check_batch(model, batch: dict, long_inputs: str = "truncate") -> dict:
+    """The batch, truncated to the model's positions if needed; clear errors for bad tokens."""
+    ids = batch.get("input_ids") if isinstance(batch, dict) else None
+    if not torch.is_tensor(ids):
+        return batch  # the runner explains what a batch must hold
+    vocab = getattr(model.config, "vocab_size", None)
+    if isinstance(vocab, int) and ids.numel() and (int(ids.max()) >= vocab or int(ids.min()) < 0):
+        bad = int(ids.max()) if int(ids.max()) >= vocab else int(ids.min())
+        raise ValueError(f"token id {bad} is outside the model's vocabulary of {vocab}: the tokenizer does not "
+                         "match the model (tokenize with the model's own tokenizer)")
+    limit = max_tokens(model.config)
+    if limit is None or ids.dim() < 2 or ids.shape[1] <= limit:
+        return batch
+    if long_inputs == "error":
+        raise ValueError(f"inputs of {ids.shape[1]} tokens are longer than the model's {limit} positions; "
+                         f"truncate them (max_length={limit}) or pass long_inputs='truncate'")
+    warnings.warn(f"inputs of {ids.shape[1]} tokens truncated to the model's {limit} positions", stacklevel=3)
+    tokens = ids.shape[1]
+    return {k: v[:, :limit] if torch.is_tensor(v) and v.dim() >= 2 and v.shape[1] == tokens and
+            not k.startswith("decoder_") else v for k, v in batch.items()}

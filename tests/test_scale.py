@@ -1,0 +1,224 @@
+"""Scale out and hold up: torchrun with 2 gloo processes equals one process; a run killed
+with SIGKILL resumes to the uninterrupted scores; mismatched checkpoints are refused."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import attprune
+from attprune.attribution.partial import CheckpointMismatchError
+
+import tiny
+
+TESTS = Path(__file__).resolve().parent
+
+
+def tiny_batches(model, n=7):
+    return [tiny.batch_for(model, batch_size=2, seq_len=6, seed=s) for s in range(n)]
+
+
+def assert_same_scores(a, b, atol=1e-10):
+    assert set(a.sites) == set(b.sites)
+    for path, s in a.sites.items():
+        t = b.sites[path]
+        assert s.count == t.count, path
+        for stat in ("sum", "sum_abs", "sum_sq"):
+            assert torch.allclose(getattr(s, stat), getattr(t, stat), rtol=0, atol=atol), (path, stat)
+
+
+KILLED_RUN = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {tests!r})
+    import attprune, tiny
+    model = tiny.bert_cls()
+    batches = [tiny.batch_for(model, batch_size=2, seq_len=6, seed=s) for s in range(7)]
+
+    def dies_at_batch_5():
+        for i, batch in enumerate(batches):
+            if i == 5:
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield batch
+
+    attprune.attribute(model, dies_at_batch_5(), method="ig", steps=4, checkpoint={folder!r},
+                       checkpoint_every=2, progress=False)
+""")
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+    folder = tmp_path / "partial"
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN.format(tests=str(TESTS), folder=str(folder))],
+                            capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    saved = attprune.Scores.load(folder / "partial-rank0-of1.safetensors")
+    assert saved.meta["next_batch"] == 4 and saved.n_examples == 8  # batches 0-3 scored, checkpointed
+    model = tiny.bert_cls()
+    resumed = attprune.attribute(model, tiny_batches(model), method="ig", steps=4, checkpoint=folder,
+                                 checkpoint_every=2, progress=False)
+    reference = attprune.attribute(model, tiny_batches(model), method="ig", steps=4, progress=False)
+    assert_same_scores(resumed, reference, atol=0)
+    assert not folder.exists()  # cleared once complete
+
+
+def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
+    model = tiny.bert_cls()
+    folder = tmp_path / "partial"
+    with pytest.raises(ZeroDivisionError):
+        def breaks_after_two():
+            for i, batch in enumerate(tiny_batches(model)):
+                if i == 2:
+                    raise ZeroDivisionError
+                yield batch
+        attprune.attribute(model, breaks_after_two(), method="ig", steps=4, checkpoint=folder, checkpoint_every=1,
+                           progress=False)
+    with pytest.raises(CheckpointMismatchError, match="other settings"):
+        attprune.attribute(model, tiny_batches(model), method="ig", steps=5, checkpoint=folder, progress=False)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        attprune.attribute(model, tiny_batches(model), checkpoint=folder, checkpoint_every=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def float64_model_dir(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    from attprune.models import packaged_minilm_path
+
+    path = tmp_path_factory.mktemp("tiny-bert-64")
+    import transformers as tf
+    cfg = tf.BertConfig(vocab_size=30522, hidden_size=24, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=37, max_position_embeddings=64, num_labels=2,
+                        architectures=["BertForSequenceClassification"])
+    torch.manual_seed(0)
+    tf.BertForSequenceClassification(cfg).double().save_pretrained(path)
+    AutoTokenizer.from_pretrained(packaged_minilm_path()).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def eleven_rows(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "rows.csv"
+    words = ["good", "bad", "fine", "awful", "great", "dull", "superb", "poor", "nice", "weak", "grand"]
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["label", "text"])
+        for i, word in enumerate(words):
+            w.writerow([i % 2, " ".join(words[: i % 5 + 1]) + " " + word])
+    return path
+
+
+def score_command(model_dir, data, out, *launcher):
+    return [*launcher, "-m", "attprune", "score", "--model", str(model_dir), "--data", str(data), "--steps", "3",
+            "--batch-size", "2", "--out", str(out), "--no-progress"]
+
+
+def test_torchrun_two_gloo_processes_equal_one_process(float64_model_dir, eleven_rows, tmp_path):
+    """11 examples in 6 batches of 2: rank 0 scores 3 batches (one of them short), rank 1 scores 3."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    single = subprocess.run(score_command(float64_model_dir, eleven_rows, tmp_path / "one", sys.executable),
+                            capture_output=True, text=True, env=env)
+    assert single.returncode == 0, single.stderr
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    both = subprocess.run(score_command(float64_model_dir, eleven_rows, tmp_path / "two", *torchrun),
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert both.returncode == 0, both.stderr[-3000:]
+    one = attprune.Scores.load(tmp_path / "one" / "scores.safetensors")
+    two = attprune.Scores.load(tmp_path / "two" / "scores.safetensors")
+    assert one.n_examples == two.n_examples == 11
+    assert (one.meta["world_size"], two.meta["world_size"]) == (1, 2)
+    assert next(iter(one.sites.values())).sum.dtype == torch.float64
+    assert_same_scores(one, two, atol=1e-10)
+
+
+def test_memory_budget_sets_the_chunk_and_oom_halves_it(monkeypatch):
+    from attprune.attribution import api, memory
+
+    assert memory.parse_memory("1.5GiB") == 3 * 2**29 and memory.parse_memory("2 MB") == 2 * 10**6
+    for bad in ("lots", "-1GB", 0, "0B"):
+        with pytest.raises(ValueError, match="max_memory"):
+            memory.parse_memory(bad)
+    model = tiny.bert_cls()
+    batches = tiny_batches(model, n=2)
+    reference = attprune.attribute(model, batches, steps=6, progress=False)
+    chunks = []
+    real = api.ig.ig_site
+
+    def record(*args, chunk, **kwargs):
+        chunks.append(chunk)
+        return real(*args, chunk=chunk, **kwargs)
+
+    monkeypatch.setattr(api.ig, "ig_site", record)
+    per_token = memory.bytes_per_token(model.config, 6, 8)
+    tight = attprune.attribute(model, batches, steps=6, max_memory=per_token * 2 * 6 * 3, progress=False)
+    assert set(chunks) == {3}  # 3 steps x 2 rows x 6 tokens fit
+    assert_same_scores(tight, reference, atol=1e-12)
+
+    chunks.clear()
+
+    def out_of_memory_above_two(*args, chunk, **kwargs):
+        chunks.append(chunk)
+        if chunk > 2:
+            raise torch.OutOfMemoryError("simulated")
+        return real(*args, chunk=chunk, **kwargs)
+
+    monkeypatch.setattr(api.ig, "ig_site", out_of_memory_above_two)
+    backed_off = attprune.attribute(model, batches, steps=6, progress=False)
+    assert chunks[:2] == [6, 3] and 1 <= chunks[2] <= 2
+    assert_same_scores(backed_off, reference, atol=1e-12)
+
+
+PEAK = textwrap.dedent("""
+    import json, resource, sys
+    import torch, transformers, attprune
+    def peak_mb():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = peak_mb()
+    model = attprune.from_pretrained(sys.argv[1])
+    loaded = peak_mb()
+    report = {{"start": start, "loaded": loaded}}
+    if len(sys.argv) > 2:
+        plan = attprune.make_plan(attprune.attribute(model, None, method="random"), ffn=0.5, heads=0.5)
+        attprune.compact(model, plan)
+        report["compacted"] = peak_mb()
+        attprune.save_pretrained(model, sys.argv[2])
+    print(json.dumps(report))
+""")
+
+
+def test_loading_and_compacting_never_hold_the_model_twice(tmp_path):
+    """A 265 MB BERT: from_pretrained peaks near one copy; compact adds about one layer; the
+    compact checkpoint loads without ever allocating the full-size model."""
+    import json
+
+    import transformers as tf
+
+    cfg = tf.BertConfig(hidden_size=768, num_hidden_layers=6, intermediate_size=3072, num_attention_heads=12,
+                        num_labels=2)
+    with torch.device("meta"):
+        skeleton = tf.BertForSequenceClassification(cfg)
+    model = skeleton.to_empty(device="cpu")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.02)
+    size_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    attprune.save_pretrained(model, tmp_path / "dense")
+    del model, skeleton
+
+    def run(*args):
+        out = subprocess.run([sys.executable, "-c", PEAK.format(), *map(str, args)], capture_output=True, text=True,
+                             env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    dense = run(tmp_path / "dense", tmp_path / "small")
+    assert size_mb > 250
+    assert dense["loaded"] - dense["start"] < 1.35 * size_mb
+    assert dense["compacted"] - dense["loaded"] < 0.25 * size_mb
+    small_mb = sum(f.stat().st_size for f in (tmp_path / "small").glob("*.safetensors")) / 2**20
+    small = run(tmp_path / "small")
+    assert small["loaded"] - small["start"] < 1.35 * small_mb < size_mb
