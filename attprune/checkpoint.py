@@ -2,9 +2,10 @@
 
 A checkpoint is a standard Hugging Face folder (the original ``config.json``, safetensors
 weights in their compact shapes) plus ``attprune.json`` (the plan, the model class, the
-attprune version).  ``from_pretrained`` builds the original class with its parameters on
-the meta device (no full-size allocation), compacts that skeleton with the plan, then
-assigns the saved tensors, so peak memory is one copy of the *compact* weights.
+attprune version; ``plan.json`` repeats the plan for ``Plan.load``).  ``from_pretrained``
+builds the original class with its parameters on the meta device (no full-size
+allocation), compacts that skeleton with the plan, then assigns the saved tensors, so peak
+memory is one copy of the *compact* weights.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ class CheckpointError(ValueError):
     """A compact checkpoint is missing, incomplete or does not fit its plan."""
 
 
-def save_pretrained(model: nn.Module, out_dir: str | Path, **kwargs) -> Path:
+def save_pretrained(model: nn.Module, out_dir: str | Path, *, tokenizer=None, **kwargs) -> Path:
     """Save a (compacted) model so that ``attprune.from_pretrained(out_dir)`` rebuilds it.
 
     The folder appears whole or not at all: it is written beside, then renamed into place
-    (an existing folder is replaced only after the new one is complete).
+    (an existing folder is replaced only after the new one is complete).  ``tokenizer`` is
+    saved into the same folder first, so it is part of that.
 
     >>> attprune.compact(model, plan)
     >>> attprune.save_pretrained(model, "minilm-hedge-50")
@@ -49,6 +51,9 @@ def save_pretrained(model: nn.Module, out_dir: str | Path, **kwargs) -> Path:
         manifest = {"format": FORMAT, "attprune_version": __version__, "model_class": type(model).__name__,
                     "plan": plan.to_dict()}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        plan.save(tmp / "plan.json")  # the same plan, readable on its own (Plan.load)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
     return out_dir
 
 

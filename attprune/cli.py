@@ -106,6 +106,9 @@ def _add_adapt_parser(sub) -> None:
                         "--sparsity near the last step (for short runs)")
     p.add_argument("--t-forward", type=float, default=1e5, help="sigmoid temperature in the forward pass")
     p.add_argument("--t-backward", type=float, default=1.0, help="sigmoid temperature in the derivative")
+    p.add_argument("--init", choices=("normal", "magnitude"), default="normal",
+                   help="theta's N(0.01, 0.001) draws at random (the paper) or handed out in the order of |w| "
+                        "(the untrained mask is then magnitude pruning)")
     p.add_argument("--embeddings", action="store_true", help="also mask the embedding tables (weights only)")
     p.add_argument("--seed", type=int, default=0, help="seed of theta's initialisation and the head")
     p.add_argument("--out", required=True, help="output folder")
@@ -278,9 +281,8 @@ def _adapt(args) -> int:
                    epochs=args.epochs, lr_mask=args.lr_mask, lr_head=args.lr_head, decay=args.decay,
                    t_forward=args.t_forward, t_backward=args.t_backward, eval_batches=held_out,
                    progress=not args.no_progress, seed=args.seed, embeddings=args.embeddings,
-                   num_labels=num_labels)
-    out = result.save(args.out)
-    tokenizer.save_pretrained(out / "tokenizer")
+                   num_labels=num_labels, init=args.init)
+    out = result.save(args.out, tokenizer=tokenizer)
     stats = result.stats
     held_out = f"; held-out accuracy {stats['eval_accuracy']:.3f}" if "eval_accuracy" in stats else ""
     print(f"kept {stats['kept']:,} of {stats['masked']:,} masked {args.granularity} (sparsity "
@@ -302,9 +304,7 @@ def _prune(args) -> int:
     model, tokenizer = _load_model(args.model, args.seed)
     print(plan.summary(model, seq_len=args.seq_len))
     compact(model, plan)
-    out = save_pretrained(model, args.out)
-    plan.save(out / "plan.json")
-    tokenizer.save_pretrained(out)
+    out = save_pretrained(model, args.out, tokenizer=tokenizer)
     print(f"wrote the compact model to {out} (load it with attprune.from_pretrained)")
     return 0
 

@@ -68,8 +68,7 @@ def run_demo(out: str | Path = "out/demo", steps: int = 20, ffn: float = 0.5, he
     with mask(model, plan):
         masked_accuracy = accuracy(model, batch)
     compact(model, plan)
-    save_pretrained(model, out / "model")
-    tokenizer.save_pretrained(out / "model")
+    save_pretrained(model, out / "model", tokenizer=tokenizer)
     reloaded = from_pretrained(out / "model")
     compact_accuracy, compact_ms = accuracy(reloaded, batch), latency_ms(reloaded, inputs)
     print(f"accuracy on the {len(SENTENCES)} sentences: dense {dense_accuracy:.2f}, masked {masked_accuracy:.2f}, "

@@ -311,3 +311,26 @@ def test_a_failed_save_leaves_the_previous_folder(model, tmp_path, monkeypatch):
 def test_theta_state_memory_is_float32():
     scores = MaskScores({"a": (3, 5), "b": (7,)}, seed=0)
     assert all(t.dtype == torch.float32 for t in scores.thetas) and scores.numel() == 22
+
+
+def test_the_head_has_as_many_classes_as_the_labels(model):
+    bare = model.base_model  # a bare encoder's config says num_labels=2
+    data = batches(model)
+    for b in data:
+        b["labels"] = b["labels"] + 2  # classes 2..4
+    result = attprune.adapt(bare, data, epochs=1, lr_head=1e-3, progress=False)
+    assert result.head.num_labels == 5
+    data[0]["labels"][0] = -3
+    with pytest.raises(ValueError, match="class ids >= 0"):
+        attprune.adapt(bare, data, epochs=1, progress=False)
+
+
+def test_magnitude_init_without_training_is_magnitude_pruning(model):
+    """init="magnitude" hands theta out in the order of |w|: with nothing learned (no mask
+    steps, no decay) the final mask is exactly one-shot magnitude pruning."""
+    result = attprune.adapt(model, batches(model), sparsity=0.6, epochs=1, lr_mask=0.0, decay=0.0, lr_head=1e-3,
+                            init="magnitude", progress=False)
+    expected = magnitude_masks(model, 0.6)
+    assert all(torch.equal(result.masks[name], expected[name]) for name in expected)
+    with pytest.raises(ValueError, match="unknown init"):
+        attprune.adapt(model, batches(model), init="xavier", progress=False)

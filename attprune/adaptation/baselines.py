@@ -26,9 +26,9 @@ from tqdm.auto import tqdm
 
 from ..attribution.targets import IGNORE
 from .estimator import keep_top
-from .head import LayerWeightedHead, new_head
-from .model import AdaptedModel, encoder_features, encoder_of, hidden_size, n_layers
-from .targets import MaskTarget, mask_targets, masked_weights
+from .head import LayerWeightedHead, new_head, train_head
+from .model import AdaptedModel, encoder_features, encoder_of, frozen_features, hidden_size, n_layers
+from .targets import MaskTarget, mask_targets
 from .train import Adapted, check_batches, check_sparsity, infer_num_labels
 
 Masks = dict[str, torch.Tensor]
@@ -38,30 +38,6 @@ def _new_head(model: nn.Module, batches: list[dict], head: str, seed: int) -> La
     encoder = encoder_of(model)
     torch.manual_seed(seed)
     return new_head(encoder, infer_num_labels(model, batches), head, n_layers(encoder), hidden_size(encoder))
-
-
-@torch.no_grad()
-def frozen_features(encoder: nn.Module, targets: list[MaskTarget], masks: Masks,
-                    batches: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    """First-token features of every layer for every example, and the labels."""
-    weights = masked_weights(encoder, targets, masks)
-    features = [encoder_features(encoder, weights, batch) for batch in batches]
-    return torch.cat(features), torch.cat([b["labels"] for b in batches])
-
-
-def train_head(head: LayerWeightedHead, features: torch.Tensor, labels: torch.Tensor, *, epochs: int,
-               lr: float, batch_size: int = 16, seed: int = 0) -> LayerWeightedHead:
-    """Adam on cached features, shuffled minibatches (seeded)."""
-    optimizer = torch.optim.Adam(head.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    head.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(labels), generator=generator).split(batch_size):
-            loss = F.cross_entropy(head(features[idx]), labels[idx], ignore_index=IGNORE)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return head.eval()
 
 
 def fit_head(model: nn.Module, train_batches, masks: Masks | None = None, *, head: str = "layer-weighted-mlp",

@@ -40,17 +40,22 @@ def tempered_sigmoid(theta: torch.Tensor, t_forward: float = 1e5, t_backward: fl
 class MaskScores(nn.Module):
     """One float32 theta tensor per masked tensor, initialised N(mean, std^2) (seeded).
 
-    Names are kept in ``names`` (module paths contain dots, which parameter names cannot).
+    ``order``: optional values (e.g. |w|) of the same shapes; the same N(mean, std^2) draws
+    are then handed out in their global order (the largest value gets the largest theta), so
+    an untrained mask equals pruning by that value.  Names are kept in ``names`` (module
+    paths contain dots, which parameter names cannot).
     """
 
     def __init__(self, shapes: dict[str, tuple[int, ...]], mean: float = 0.01, std: float = 0.001 ** 0.5,
-                 seed: int = 0):
+                 seed: int = 0, order: dict[str, torch.Tensor] | None = None):
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
         self.names = list(shapes)
-        self.thetas = nn.ParameterList(
-            nn.Parameter(mean + std * torch.randn(shape, generator=generator, dtype=torch.float32))
-            for shape in shapes.values())
+        draws = [mean + std * torch.randn(shape, generator=generator, dtype=torch.float32)
+                 for shape in shapes.values()]
+        if order is not None:
+            draws = _assign_in_order(draws, [order[name] for name in self.names])
+        self.thetas = nn.ParameterList(nn.Parameter(d) for d in draws)
 
     def items(self):
         return zip(self.names, self.thetas)
@@ -79,6 +84,18 @@ class MaskScores(nn.Module):
     def keep_top(self, sparsity: float) -> dict[str, torch.Tensor]:
         """Boolean masks that keep exactly the (1 - sparsity) share with the largest theta."""
         return keep_top({name: t.detach() for name, t in self.items()}, sparsity)
+
+
+def _assign_in_order(draws: list[torch.Tensor], order: list[torch.Tensor]) -> list[torch.Tensor]:
+    flat_draws = torch.cat([d.flatten() for d in draws]).sort().values
+    ranks = torch.cat([o.detach().flatten().float() for o in order]).argsort(stable=True)
+    flat = torch.empty_like(flat_draws)
+    flat[ranks] = flat_draws
+    out, start = [], 0
+    for d in draws:
+        out.append(flat[start:start + d.numel()].view(d.shape).clone())
+        start += d.numel()
+    return out
 
 
 def keep_top(values: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:

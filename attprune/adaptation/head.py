@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 HEADS = ("layer-weighted-mlp", "linear")
 
@@ -53,3 +54,18 @@ def new_head(encoder: nn.Module, num_labels: int, kind: str, n_layers: int, hidd
 def first_token_features(hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """[batch, layers, hidden] from a model's ``hidden_states`` (embeddings output left out)."""
     return torch.stack([h[:, 0] for h in hidden_states[1:]], dim=1)
+
+
+def train_head(head: LayerWeightedHead, features: torch.Tensor, labels: torch.Tensor, *, epochs: int,
+               lr: float, batch_size: int = 16, seed: int = 0) -> LayerWeightedHead:
+    """Adam on cached features [examples, layers, hidden], shuffled minibatches (seeded)."""
+    optimizer = torch.optim.Adam(head.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    head.train()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(labels), generator=generator).split(batch_size):
+            loss = F.cross_entropy(head(features[idx]), labels[idx], ignore_index=-100)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return head.eval()

@@ -62,6 +62,15 @@ def encoder_features(encoder: nn.Module, weights: dict[str, torch.Tensor] | None
     return first_token_features(torch.func.functional_call(encoder, params, args=(), kwargs=kwargs).hidden_states)
 
 
+@torch.no_grad()
+def frozen_features(encoder: nn.Module, targets: list[MaskTarget], masks: dict[str, torch.Tensor],
+                    batches: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """First-token features of every layer for every example (masked weights), and the labels."""
+    weights = masked_weights(encoder, targets, masks)
+    features = [encoder_features(encoder, weights, batch) for batch in batches]
+    return torch.cat(features), torch.cat([b["labels"] for b in batches])
+
+
 class AdaptedModel(nn.Module):
     """A task model: ``encoder`` (shared, untouched) x boolean ``masks`` + a trained ``head``.
 

@@ -63,8 +63,9 @@ def fingerprint(encoder: nn.Module, targets: list[MaskTarget]) -> str:
     return digest.hexdigest()
 
 
-def save_adapted(result, path: str | Path) -> Path:
-    """Write ``result`` (an ``Adapted``) to the folder ``path``; see the module docstring."""
+def save_adapted(result, path: str | Path, tokenizer=None) -> Path:
+    """Write ``result`` (an ``Adapted``) to the folder ``path`` (with ``tokenizer`` in
+    ``path/tokenizer``); see the module docstring."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -82,6 +83,8 @@ def save_adapted(result, path: str | Path) -> Path:
             save_file({t.param: pack_bits(result.masks[t.param]) for t in result.targets},
                       str(tmp / "masks.safetensors"))
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, default=str) + "\n")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp / "tokenizer")
     return path
 
 

@@ -56,10 +56,11 @@ class Adapted:
         """The task model on top of ``pretrained`` (shared, never modified)."""
         return AdaptedModel(encoder_of(pretrained), self.head, self.targets, self.masks, self.plan)
 
-    def save(self, path: str | Path) -> Path:
-        """Write the head, the masks (bit-packed, or the plan) and the config; see ``apply_adapted``."""
+    def save(self, path: str | Path, tokenizer=None) -> Path:
+        """Write the head, the masks (bit-packed, or the plan), the config and optionally the
+        tokenizer (``path/tokenizer``), all at once; see ``apply_adapted``."""
         from .store import save_adapted
-        return save_adapted(self, path)
+        return save_adapted(self, path, tokenizer)
 
 
 def check_batches(batches, name: str = "train_batches") -> list[dict]:
@@ -77,17 +78,15 @@ def check_batches(batches, name: str = "train_batches") -> list[dict]:
 
 
 def infer_num_labels(model: nn.Module, batches: list[dict]) -> int:
+    """Classes of the task: the largest label + 1 (at least 2), or a classifier's own count if larger."""
     labels = torch.cat([b["labels"] for b in batches])
     labels = labels[labels != IGNORE]
     if labels.numel() and labels.min() < 0:
         raise ValueError(f"labels must be class ids >= 0, found {int(labels.min())}")
-    configured = getattr(getattr(model, "config", None), "num_labels", None)
     seen = int(labels.max()) + 1 if labels.numel() else 2
-    n = max(configured or 2, seen)
-    if configured and seen > configured and getattr(model.config, "architectures", None):
-        raise ValueError(f"labels go up to {seen - 1} but the model is configured for {configured} labels; pass "
-                         "num_labels")
-    return n
+    is_classifier = type(model).__name__.endswith("ForSequenceClassification")
+    configured = getattr(model.config, "num_labels", 0) if is_classifier else 0
+    return max(seen, configured, 2)
 
 
 def auto_decay(sparsity: float, total_steps: int, init_mean: float, init_std: float) -> float:
@@ -96,6 +95,23 @@ def auto_decay(sparsity: float, total_steps: int, init_mean: float, init_std: fl
     initial theta already has that share negative)."""
     quantile = init_mean + init_std * float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(sparsity)))
     return max(quantile, 0.0) / max(total_steps, 1)
+
+
+INITS = ("normal", "magnitude")
+
+
+def magnitude_order(encoder: nn.Module, targets: list[MaskTarget]) -> dict[str, torch.Tensor]:
+    """|w| per masked weight (units: the L2 norm of each unit's input columns)."""
+    params = dict(encoder.named_parameters())
+    order = {}
+    for t in targets:
+        w = params[t.param].detach().float()
+        if t.kind == "weight":
+            order[t.param] = w.abs()
+        else:
+            columns = w if t.conv1d else w.t()  # [in, out]
+            order[t.param] = columns.reshape(t.shape[0], -1).norm(dim=1)
+    return order
 
 
 def check_sparsity(sparsity: float) -> None:
@@ -153,10 +169,11 @@ class MaskTrainer:
 
     def __init__(self, encoder: nn.Module, targets: list[MaskTarget], head: LayerWeightedHead, *,
                  lr_mask: float, lr_head: float, decay: float = 0.0, t_forward: float = 1e5,
-                 t_backward: float = 1.0, init_mean: float = 0.01, init_std: float = 0.001 ** 0.5, seed: int = 0):
+                 t_backward: float = 1.0, init_mean: float = 0.01, init_std: float = 0.001 ** 0.5, seed: int = 0,
+                 order: dict[str, torch.Tensor] | None = None):
         self.encoder, self.targets, self.head = encoder, targets, head
         self.decay, self.t_forward, self.t_backward = decay, t_forward, t_backward
-        self.thetas = MaskScores({t.param: t.shape for t in targets}, init_mean, init_std, seed)
+        self.thetas = MaskScores({t.param: t.shape for t in targets}, init_mean, init_std, seed, order)
         self.mask_opt = torch.optim.Adam(self.thetas.parameters(), lr=lr_mask)
         self.head_opt = torch.optim.Adam(head.parameters(), lr=lr_head)
         self.ever_pruned = [theta.detach() < 0 for theta in self.thetas.thetas]
@@ -192,7 +209,7 @@ def adapt(model: nn.Module, train_batches, *, granularity: str = "weights", spar
           head: str = "layer-weighted-mlp", epochs: int = 3, lr_mask: float = 2e-5, lr_head: float = 2e-5,
           decay: float | str = 2e-7, t_forward: float = 1e5, t_backward: float = 1.0, eval_batches=None,
           progress: bool = True, seed: int = 0, embeddings: bool = False, num_labels: int | None = None,
-          init_mean: float = 0.01, init_std: float = 0.001 ** 0.5) -> Adapted:
+          init_mean: float = 0.01, init_std: float = 0.001 ** 0.5, init: str = "normal") -> Adapted:
     """Learn which pre-trained connections a task keeps (kept weights never change) and a head.
 
     >>> result = attprune.adapt(model, train_batches, granularity="weights", sparsity=0.5)
@@ -205,8 +222,13 @@ def adapt(model: nn.Module, train_batches, *, granularity: str = "weights", spar
     Linear weight of the encoder; ``embeddings=True`` adds the embedding tables) or
     ``"units"`` (FFN neurons and attention heads, each kind at ``sparsity``; gives a
     ``Plan``).  ``head``: ``"layer-weighted-mlp"`` or ``"linear"``.  ``eval_batches``:
-    accuracy after every epoch and at the end (``stats["eval_accuracy"]``).  ``decay="auto"``
-    (ours, for short runs): the push that reaches the target near the last step (``auto_decay``).
+    accuracy after every epoch and at the end (``stats["eval_accuracy"]``).
+
+    For short runs (ours, not the paper's): ``decay="auto"`` is the push that reaches the
+    target near the last step (``auto_decay``); ``init="magnitude"`` hands the same
+    N(init_mean, init_std^2) draws out in the order of |w| (units: of their weights' norm),
+    so that the untrained mask is magnitude pruning and training refines it, instead of
+    starting from a random mask (``"normal"``, the paper's).
     """
     check_sparsity(sparsity)
     if not isinstance(epochs, int) or epochs < 1:
@@ -222,13 +244,15 @@ def adapt(model: nn.Module, train_batches, *, granularity: str = "weights", spar
         raise ValueError(f"decay must be a number >= 0 or 'auto', got {decay!r}")
     torch.manual_seed(seed)
     task_head = new_head(encoder, num_labels, head, n_layers(encoder), hidden_size(encoder))
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
     trainer = MaskTrainer(encoder, targets, task_head, lr_mask=lr_mask, lr_head=lr_head, decay=decay,
                           t_forward=t_forward, t_backward=t_backward, init_mean=init_mean, init_std=init_std,
-                          seed=seed)
+                          seed=seed, order=magnitude_order(encoder, targets) if init == "magnitude" else None)
     config = dict(granularity=granularity, sparsity=sparsity, head=head, epochs=epochs, lr_mask=lr_mask,
                   lr_head=lr_head, decay=decay, t_forward=t_forward, t_backward=t_backward, seed=seed,
                   embeddings=embeddings, num_labels=num_labels, init_mean=init_mean, init_std=init_std,
-                  optimizer="adam")
+                  init=init, optimizer="adam")
     initial = trainer.pruned_share(granularity)
     rule_can_fire = initial < sparsity
     history, step, stopped = [], 0, None

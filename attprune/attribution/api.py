@@ -137,7 +137,8 @@ def attribute(
         if checkpoint is not None:
             settings = {k: meta[k] for k in ("method", "steps", "quadrature", "target", "reduce_tokens", "units",
                                              "model_class", "model_name", "dtype")}
-            settings.update(sites=[(s.path, s.n_units) for s in sites], batch_size=batch_size)
+            settings.update(sites=[(s.path, s.n_units) for s in sites], batch_size=batch_size,
+                            long_inputs=long_inputs)
             partial = PartialRun(checkpoint, run_key(settings), *distributed.rank_and_size())
         scores = _data_driven(model, sites, batches, method=method, steps=steps, quadrature_name=quadrature,
                               target=target, reduce=reduce_tokens, dtype=dtype, batch_size=batch_size,

@@ -47,7 +47,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--n-test", type=int, default=300, help="test examples per task")
     p.add_argument("--max-length", type=int, default=64, help="tokens per example")
     p.add_argument("--epochs", type=int, default=3, help="epochs of every training run (IMP: per round: 1)")
-    p.add_argument("--lr-mask", type=float, default=5e-3, help="Adam rate of theta (ours)")
+    p.add_argument("--lr-mask", type=float, default=1e-4, help="Adam rate of theta (ours, weights)")
+    p.add_argument("--init", choices=("normal", "magnitude"), default="magnitude",
+                   help="ours (weights): theta's N(0.01, 0.001) draws at random (the paper) or in the order of |w|")
+    p.add_argument("--units-lr-mask", type=float, default=5e-3, help="Adam rate of theta (ours, units)")
+    p.add_argument("--units-init", choices=("normal", "magnitude"), default="normal",
+                   help="ours (units): theta's initialisation (magnitude: by the norm of each unit's weights)")
     p.add_argument("--lr-head", type=float, default=3e-3, help="Adam rate of the head (every method)")
     p.add_argument("--lr-ft", type=float, default=5e-5, help="encoder rate of fine-tuning, IMP and GMP")
     p.add_argument("--random-seeds", default="0,1,2", help="seeds of random pruning")
@@ -83,7 +88,10 @@ class Runner:
 
     def __init__(self, args, out: Path):
         self.args, self.path = args, out / f"{NAME}.json"
-        self.config = {k: v for k, v in vars(args).items() if k not in ("threads", "out", "methods", "tasks")}
+        # what every row depends on; ours' own settings are stored in its rows
+        self.config = {k: v for k, v in vars(args).items()
+                       if k not in ("threads", "out", "methods", "tasks", "lr_mask", "init", "units_lr_mask",
+                                    "units_init", "random_seeds")}
         previous = {}
         if self.path.is_file():
             import json
@@ -134,17 +142,22 @@ def run_task(task: str, runner: Runner, model, tokenizer, methods: set[str], spa
                                                   lr_head=args.lr_head))
         for granularity in ("weights", "units"):
             method = "ours" if granularity == "weights" else "ours (units)"
+            own = ({"lr_mask": args.lr_mask, "init": args.init} if granularity == "weights"
+                   else {"lr_mask": args.units_lr_mask, "init": args.units_init})
             if ("ours" if granularity == "weights" else "units") not in methods or \
-                    runner.done(task=task, method=method, sparsity=s):
+                    runner.done(task=task, method=method, sparsity=s, **own):
                 continue
             started = time.perf_counter()
             result = adapt(model, train, granularity=granularity, sparsity=s, epochs=args.epochs,
-                           lr_mask=args.lr_mask, lr_head=args.lr_head, decay="auto", progress=False)
+                           lr_head=args.lr_head, decay="auto", progress=False, **own)
             task_model = result.model(model)
+            runner.rows = [r for r in runner.rows if not (r["task"] == task and r["method"] == method
+                                                          and r["sparsity"] == s)]
             runner.add(evaluate(task_model, test), started, task=task, method=method, sparsity=s, seed=0,
                        steps=result.stats["steps"], stopped=result.stats["stopped"],
-                       recovered=result.stats["recovered_share_of_kept"])
+                       recovered=result.stats["recovered_share_of_kept"], **own)
             if granularity == "units":
+                runner.compacted = [c for c in runner.compacted if (c["task"], c["sparsity"]) != (task, s)]
                 runner.compacted.append(compacted_point(task, s, model, task_model, test))
                 runner.save()
     if "imp" in methods:
