@@ -26,18 +26,16 @@ from tqdm.auto import tqdm
 
 from ..attribution.targets import IGNORE
 from .estimator import keep_top
-from .head import LayerWeightedHead, new_head, train_head
-from .model import AdaptedModel, encoder_features, encoder_of, frozen_features, hidden_size, n_layers
+from .head import LayerWeightedHead, train_head
+from .model import AdaptedModel, encoder_features, encoder_of, frozen_features
 from .targets import MaskTarget, mask_targets
-from .train import Adapted, check_batches, check_sparsity, infer_num_labels
+from .train import Adapted, check_batches, check_sparsity, infer_num_labels, seeded_head
 
 Masks = dict[str, torch.Tensor]
 
 
 def _new_head(model: nn.Module, batches: list[dict], head: str, seed: int) -> LayerWeightedHead:
-    encoder = encoder_of(model)
-    torch.manual_seed(seed)
-    return new_head(encoder, infer_num_labels(model, batches), head, n_layers(encoder), hidden_size(encoder))
+    return seeded_head(encoder_of(model), infer_num_labels(model, batches), head, seed)
 
 
 def fit_head(model: nn.Module, train_batches, masks: Masks | None = None, *, head: str = "layer-weighted-mlp",

@@ -89,6 +89,11 @@ def infer_num_labels(model: nn.Module, batches: list[dict]) -> int:
     return max(seen, configured, 2)
 
 
+def seeded_head(encoder: nn.Module, num_labels: int, kind: str, seed: int) -> LayerWeightedHead:
+    torch.manual_seed(seed)
+    return new_head(encoder, num_labels, kind, n_layers(encoder), hidden_size(encoder))
+
+
 def auto_decay(sparsity: float, total_steps: int, init_mean: float, init_std: float) -> float:
     """The constant push that alone would move the initial theta's ``sparsity``-quantile to 0
     by the last step, so that a short run reaches the target near its end (0 when the
@@ -231,6 +236,8 @@ def adapt(model: nn.Module, train_batches, *, granularity: str = "weights", spar
     starting from a random mask (``"normal"``, the paper's).
     """
     check_sparsity(sparsity)
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
     encoder = encoder_of(model)
@@ -242,10 +249,7 @@ def adapt(model: nn.Module, train_batches, *, granularity: str = "weights", spar
         decay = auto_decay(sparsity, epochs * len(batches), init_mean, init_std)
     elif not isinstance(decay, (int, float)) or decay < 0:
         raise ValueError(f"decay must be a number >= 0 or 'auto', got {decay!r}")
-    torch.manual_seed(seed)
-    task_head = new_head(encoder, num_labels, head, n_layers(encoder), hidden_size(encoder))
-    if init not in INITS:
-        raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
+    task_head = seeded_head(encoder, num_labels, head, seed)
     trainer = MaskTrainer(encoder, targets, task_head, lr_mask=lr_mask, lr_head=lr_head, decay=decay,
                           t_forward=t_forward, t_backward=t_backward, init_mean=init_mean, init_std=init_std,
                           seed=seed, order=magnitude_order(encoder, targets) if init == "magnitude" else None)
