@@ -22,9 +22,7 @@ def _add_score_parser(sub) -> None:
         description="Compute attribution scores of every FFN neuron and attention head and write "
                     "OUT/scores.safetensors (load with attprune.Scores.load) and OUT/summary.json.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True,
-                   help="a Hugging Face model folder (from_pretrained), or 'minilm' for the packaged "
-                        "all-MiniLM-L6-v2 with a new seeded classification head")
+    _add_model_argument(p, "with a new seeded classification head")
     _add_data_arguments(p)
     p.add_argument("--method", choices=METHODS, default="ig", help="attribution method")
     p.add_argument("--steps", type=int, default=20, help="integration steps (ig, conductance)")
@@ -52,8 +50,14 @@ def _add_score_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def _add_data_arguments(p, *, required: bool = True) -> None:
-    p.add_argument("--data", required=required, help="a .csv/.tsv (with a header), .jsonl/.json file, or a "
+def _add_model_argument(p, minilm_note: str) -> None:
+    p.add_argument("--model", required=True,
+                   help="a Hugging Face model folder (from_pretrained), or 'minilm' for the packaged "
+                        f"all-MiniLM-L6-v2 {minilm_note}")
+
+
+def _add_data_arguments(p) -> None:
+    p.add_argument("--data", required=True, help="a .csv/.tsv (with a header), .jsonl/.json file, or a "
                                                      "folder saved with datasets' save_to_disk")
     p.add_argument("--split", default=None, help="split of a saved DatasetDict folder")
     p.add_argument("--text-column", default="text", help="column holding the input text")
@@ -84,9 +88,7 @@ def _add_adapt_parser(sub) -> None:
                     "task back on the shared pre-trained model): the head, the mask (1 bit per weight, or a plan "
                     "for --granularity units) and adapter_config.json with the statistics.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True,
-                   help="a Hugging Face model folder (from_pretrained), or 'minilm' for the packaged "
-                        "all-MiniLM-L6-v2")
+    _add_model_argument(p, "(its encoder; the task head is new)")
     _add_data_arguments(p)
     p.add_argument("--eval-data", default=None, help="held-out data in the same format: accuracy after every "
                                                      "epoch and at the end")
@@ -202,21 +204,17 @@ def _score(args) -> int:
 
     from .attribution import attribute, distributed
     from .attribution.targets import task_of
-    from .data import parse_label_map, read_rows, text_batches
     from .io import write_json
 
     out = Path(args.out)
     units = tuple(u.strip() for u in args.units.split(",") if u.strip())
-    rows = read_rows(args.data, args.split)[: args.limit]  # before the model: fail fast on bad data
+    rows = _read_rows(args, args.data)  # before the model: fail fast on bad data
     check_writable(out)
     model, tokenizer = _load_model(args.model, args.seed)
     task = task_of(model) or "sequence"
     label_column = None if args.target == "prediction" and task == "sequence" else args.label_column
-    batches = text_batches(rows, tokenizer, task=task, text_column=args.text_column, label_column=label_column,
-                           text_pair_column=args.text_pair_column, max_length=args.max_length,
-                           batch_size=args.batch_size, num_labels=getattr(model.config, "num_labels", None),
-                           label_map=parse_label_map(args.label_map),
-                           label2id=getattr(model.config, "label2id", None))
+    batches = _batches_from(args, rows, tokenizer, getattr(model.config, "num_labels", None),
+                            getattr(model.config, "label2id", None), task=task, label_column=label_column)
     partial = out / ".partial"
     if partial.exists() and not args.resume and distributed.is_main():
         shutil.rmtree(partial)
@@ -255,28 +253,35 @@ def check_writable(out: Path) -> None:
         raise ValueError(f"cannot write to the output folder {out} ({reason}); choose another --out") from None
 
 
-def _batches_from(args, path, tokenizer, num_labels, label2id) -> list[dict]:
-    from .data import parse_label_map, read_rows, text_batches
+def _batches_from(args, rows: list[dict], tokenizer, num_labels, label2id, *, label_column: str | None,
+                  task: str = "sequence") -> list[dict]:
+    """The data flags (--text-column, --max-length, --label-map...) applied to ``rows``."""
+    from .data import parse_label_map, text_batches
 
-    rows = read_rows(path, args.split)[: args.limit]
-    return text_batches(rows, tokenizer, task="sequence", text_column=args.text_column,
-                        label_column=args.label_column, text_pair_column=args.text_pair_column,
+    return text_batches(rows, tokenizer, task=task, text_column=args.text_column,
+                        label_column=label_column, text_pair_column=args.text_pair_column,
                         max_length=args.max_length, batch_size=args.batch_size, num_labels=num_labels,
                         label_map=parse_label_map(args.label_map), label2id=label2id)
+
+
+def _read_rows(args, path) -> list[dict]:
+    from .data import read_rows
+
+    return read_rows(path, args.split)[: args.limit]
 
 
 def _adapt(args) -> int:
     from .adaptation import adapt
 
-    for path in [args.data] + ([args.eval_data] if args.eval_data else []):  # fail fast, before the model loads
-        if not Path(path).exists():
-            raise FileNotFoundError(f"data path {path} does not exist")
+    rows = _read_rows(args, args.data)  # fail fast on bad data, before the model loads
+    held_out_rows = _read_rows(args, args.eval_data) if args.eval_data else None
     check_writable(Path(args.out).parent)
     model, tokenizer = _load_model(args.model, args.seed)
     num_labels = args.num_labels or getattr(model.config, "num_labels", None) or 2
     label2id = getattr(model.config, "label2id", None)
-    train = _batches_from(args, args.data, tokenizer, num_labels, label2id)
-    held_out = _batches_from(args, args.eval_data, tokenizer, num_labels, label2id) if args.eval_data else None
+    train = _batches_from(args, rows, tokenizer, num_labels, label2id, label_column=args.label_column)
+    held_out = (_batches_from(args, held_out_rows, tokenizer, num_labels, label2id, label_column=args.label_column)
+                if held_out_rows else None)
     result = adapt(model, train, granularity=args.granularity, sparsity=args.sparsity, head=args.head,
                    epochs=args.epochs, lr_mask=args.lr_mask, lr_head=args.lr_head, decay=args.decay,
                    t_forward=args.t_forward, t_backward=args.t_backward, eval_batches=held_out,

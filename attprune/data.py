@@ -1,4 +1,5 @@
-"""Task data from files: CSV / TSV / JSONL / a saved ``datasets`` folder -> tokenized batches."""
+"""Task data from files: CSV / TSV / JSONL / a saved ``datasets`` folder -> tokenized batches;
+the accuracy of a model on labelled batches."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
+from torch import nn
 
 from .attribution.targets import IGNORE
 
@@ -129,3 +131,22 @@ def text_batches(rows: list[dict], tokenizer, *, task: str, text_column: str = "
             batch["labels"] = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, IGNORE)
         batches.append(batch)
     return batches
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, batches: list[dict]) -> float:
+    """Accuracy over examples (sequence tasks) or over labelled tokens (token tasks)."""
+    correct = total = 0
+    was_training = model.training
+    model.eval()
+    for batch in batches:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        predicted = model(**inputs).logits.argmax(-1)
+        labels = batch["labels"]
+        keep = labels != IGNORE
+        correct += int((predicted[keep] == labels[keep]).sum())
+        total += int(keep.sum())
+    model.train(was_training)
+    if total == 0:
+        raise ValueError("no labelled examples to evaluate")
+    return correct / total

@@ -16,6 +16,7 @@ import torch
 from .attribution import Scores, attribute
 from .checkpoint import from_pretrained, save_pretrained
 from .compact import compact, mask
+from .data import accuracy
 from .io import write_json
 from .models import load_minilm_classifier
 from .plan import make_plan
@@ -39,12 +40,6 @@ def fit_head(model, batch: dict, epochs: int = 300, lr: float = 1e-2) -> float:
         return float((head(features).argmax(-1) == batch["labels"]).float().mean())
 
 
-def accuracy(model, batch: dict) -> float:
-    with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    return float((logits.argmax(-1) == batch["labels"]).float().mean())
-
-
 def run_demo(out: str | Path = "out/demo", steps: int = 20, ffn: float = 0.5, heads: float = 0.25,
              n_examples: int = 16, progress: bool = True) -> Scores:
     """Fit a head, score, plan, compact, save, reload, and compare with the dense model."""
@@ -64,13 +59,13 @@ def run_demo(out: str | Path = "out/demo", steps: int = 20, ffn: float = 0.5, he
     print(f"plan: remove {ffn:.0%} of FFN neurons and {heads:.0%} of heads (global, mean |IG| per site-normalised)")
     print(plan.summary(model, seq_len=batch["input_ids"].shape[1]))
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
-    dense_ms, dense_accuracy = latency_ms(model, inputs), accuracy(model, batch)
+    dense_ms, dense_accuracy = latency_ms(model, inputs), accuracy(model, [batch])
     with mask(model, plan):
-        masked_accuracy = accuracy(model, batch)
+        masked_accuracy = accuracy(model, [batch])
     compact(model, plan)
     save_pretrained(model, out / "model", tokenizer=tokenizer)
     reloaded = from_pretrained(out / "model")
-    compact_accuracy, compact_ms = accuracy(reloaded, batch), latency_ms(reloaded, inputs)
+    compact_accuracy, compact_ms = accuracy(reloaded, [batch]), latency_ms(reloaded, inputs)
     print(f"accuracy on the {len(SENTENCES)} sentences: dense {dense_accuracy:.2f}, masked {masked_accuracy:.2f}, "
           f"compact (reloaded) {compact_accuracy:.2f}")
     print(f"CPU latency, batch {len(SENTENCES)}: dense {dense_ms:.1f} ms, compact {compact_ms:.1f} ms "

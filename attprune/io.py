@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -46,6 +47,12 @@ def read_format_json(file: Path, expected_format: str, error: type[Exception], m
     if found != expected_format:
         raise error(f"{file} has format {found!r}, expected {expected_format!r}")
     return data
+
+
+def json_digest(obj, length: int = 16) -> str:
+    """A short, stable hash of a JSON-able value (dict keys sorted): keys for caches and runs."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:length]
 
 
 def write_json(path: str | Path, obj) -> Path:

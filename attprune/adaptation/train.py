@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from ..attribution.targets import IGNORE
+from ..data import accuracy
 from ..plan.plan import Plan
 from ..sites import FFN, HEADS
 from .estimator import MaskScores, keep_top
@@ -154,17 +155,6 @@ def plan_from_unit_masks(targets: list[MaskTarget], masks: dict[str, torch.Tenso
     return Plan(kept[FFN], kept[HEADS], sizes, meta)
 
 
-@torch.no_grad()
-def evaluate(task_model: nn.Module, batches: list[dict]) -> float:
-    correct = total = 0
-    for batch in batches:
-        logits = task_model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-        keep = batch["labels"] != IGNORE
-        correct += int((logits.argmax(-1)[keep] == batch["labels"][keep]).sum())
-        total += int(keep.sum())
-    return correct / max(total, 1)
-
-
 class MaskTrainer:
     """The state of one run: theta, the head and their optimisers; ``step(batch)`` is one update.
 
@@ -274,7 +264,7 @@ def adapt(model: nn.Module, train_batches, *, granularity: str = "weights", spar
                 stopped = "sparsity reached"
                 break
         if eval_batches is not None:
-            history[-1]["eval_accuracy"] = evaluate(trainer.current_model(), eval_batches)
+            history[-1]["eval_accuracy"] = accuracy(trainer.current_model(), eval_batches)
         if stopped:
             break
     bar.close()
@@ -293,5 +283,5 @@ def adapt(model: nn.Module, train_batches, *, granularity: str = "weights", spar
         plan = plan_from_unit_masks(targets, masks, {"method": "adapt", "ffn": sparsity, "heads": sparsity})
     result = Adapted(granularity, task_head.eval(), targets, masks, plan, config, stats, history)
     if eval_batches is not None:
-        stats["eval_accuracy"] = evaluate(result.model(model), eval_batches)
+        stats["eval_accuracy"] = accuracy(result.model(model), eval_batches)
     return result

@@ -10,9 +10,9 @@ Each save replaces the previous file whole (temporary file, then rename).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
+
+from ..io import json_digest
 
 from .scores import Scores, SiteScores
 
@@ -23,7 +23,7 @@ class CheckpointMismatchError(ValueError):
 
 def run_key(settings: dict) -> str:
     """A short hash of everything that must match for partial sums to be continued."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return json_digest(settings)
 
 
 class PartialRun:

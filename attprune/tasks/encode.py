@@ -1,11 +1,11 @@
-"""Task rows -> padded, labelled batches, and accuracy of a model on them."""
+"""Task rows -> padded, labelled batches (``accuracy`` lives in ``attprune.data``)."""
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..attribution.targets import IGNORE
+from ..data import accuracy  # noqa: F401  (re-exported: the tasks' evaluation)
 
 
 def encode(rows: list[dict], tokenizer, kind: str, max_length: int, batch_size: int = 32,
@@ -38,22 +38,3 @@ def encode(rows: list[dict], tokenizer, kind: str, max_length: int, batch_size: 
             batch["labels"] = labels
         batches.append(batch)
     return batches
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, batches: list[dict]) -> float:
-    """Accuracy over examples (sequence tasks) or over labelled tokens (token tasks)."""
-    correct = total = 0
-    was_training = model.training
-    model.eval()
-    for batch in batches:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        predicted = model(**inputs).logits.argmax(-1)
-        labels = batch["labels"]
-        keep = labels != IGNORE
-        correct += int((predicted[keep] == labels[keep]).sum())
-        total += int(keep.sum())
-    model.train(was_training)
-    if total == 0:
-        raise ValueError("no labelled examples to evaluate")
-    return correct / total

@@ -8,8 +8,6 @@ and plotted.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import random
 import time
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from torch import nn
 
 from ..attribution import Scores, attribute
 from ..compact import compact, mask
+from ..io import json_digest
 from ..plan import make_plan
 from .encode import accuracy, encode
 from .multitask import MultiTask
@@ -107,8 +106,7 @@ def _load_cached(path: Path) -> Scores | None:
 
 
 def _score_key(run: TaskRun, method: str, rows: list[dict] | None, steps: int, target: str, seed: int) -> str:
-    content = json.dumps([run.model_key, run.name, method, steps, target, seed, rows], sort_keys=True, default=str)
-    return hashlib.sha1(content.encode()).hexdigest()[:16]
+    return json_digest([run.model_key, run.name, method, steps, target, seed, rows])
 
 
 def masked_accuracy(run: TaskRun, scores: Scores, *, ffn: float = 0.0, heads: float = 0.0, **plan_options) -> float:

@@ -18,6 +18,7 @@ bench/results/adapting/adapt_by_pruning.{json,md,png}.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import time
@@ -27,7 +28,7 @@ import torch
 
 from attprune.adaptation import adapt
 from attprune.adaptation.baselines import fine_tune, fit_head, gmp_masks, imp_masks, magnitude_masks, random_masks
-from attprune.adaptation.train import evaluate
+from attprune.data import accuracy
 from attprune.io import write_json
 from attprune.tasks import report
 from attprune.tasks.encode import encode
@@ -92,10 +93,7 @@ class Runner:
         self.config = {k: v for k, v in vars(args).items()
                        if k not in ("threads", "out", "methods", "tasks", "lr_mask", "init", "units_lr_mask",
                                     "units_init", "random_seeds")}
-        previous = {}
-        if self.path.is_file():
-            import json
-            previous = json.loads(self.path.read_text())
+        previous = json.loads(self.path.read_text()) if self.path.is_file() else {}
         same = previous.get("config") == self.config
         self.rows = previous.get("rows", []) if same else []
         self.compacted = previous.get("compacted", []) if same else []
@@ -122,7 +120,7 @@ def run_task(task: str, runner: Runner, model, tokenizer, methods: set[str], spa
         if not runner.done(task=task, method=method, sparsity=sparsity, seed=seed):
             started = time.perf_counter()
             result = fit_head(model, train, masks_fn(), seed=seed, method=method, **head)
-            runner.add(evaluate(result.model(model), test), started, task=task, method=method, sparsity=sparsity,
+            runner.add(accuracy(result.model(model), test), started, task=task, method=method, sparsity=sparsity,
                        seed=seed)
 
     if "fe" in methods:
@@ -130,7 +128,7 @@ def run_task(task: str, runner: Runner, model, tokenizer, methods: set[str], spa
     if "ft" in methods and not runner.done(task=task, method="fine-tuning"):
         started = time.perf_counter()
         tuned = fine_tune(model, train, epochs=args.epochs, lr=args.lr_ft, lr_head=args.lr_head)
-        runner.add(evaluate(tuned, test), started, task=task, method="fine-tuning", sparsity=0.0, seed=0)
+        runner.add(accuracy(tuned, test), started, task=task, method="fine-tuning", sparsity=0.0, seed=0)
     for s in sparsities:
         if "random" in methods:
             for seed in (int(x) for x in args.random_seeds.split(",")):
@@ -153,7 +151,7 @@ def run_task(task: str, runner: Runner, model, tokenizer, methods: set[str], spa
             task_model = result.model(model)
             runner.rows = [r for r in runner.rows if not (r["task"] == task and r["method"] == method
                                                           and r["sparsity"] == s)]
-            runner.add(evaluate(task_model, test), started, task=task, method=method, sparsity=s, seed=0,
+            runner.add(accuracy(task_model, test), started, task=task, method=method, sparsity=s, seed=0,
                        steps=result.stats["steps"], stopped=result.stats["stopped"],
                        recovered=result.stats["recovered_share_of_kept"], **own)
             if granularity == "units":
@@ -180,7 +178,7 @@ def compacted_point(task: str, sparsity: float, model, task_model, test: list[di
             "params_dense": sum(p.numel() for p in model.parameters()),
             "params_compact": sum(p.numel() for p in small.encoder.parameters()),
             "dense_ms": round(latency_ms(dense, batch, 5), 1), "compact_ms": round(latency_ms(small, batch, 5), 1),
-            "masked_accuracy": evaluate(task_model, test), "compact_accuracy": evaluate(small, test),
+            "masked_accuracy": accuracy(task_model, test), "compact_accuracy": accuracy(small, test),
             "batch_shape": list(batch["input_ids"].shape)}
 
 
