@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from . import devices
 from .compact import applied_plan, compact
 from .io import atomic_dir, read_format_json
 from .plan.plan import Plan
@@ -83,23 +85,57 @@ def _read_manifest(path: Path) -> dict:
                             "with transformers' from_pretrained)", "save the model again")
 
 
-def _state_dict(path: Path) -> dict[str, torch.Tensor]:
+def _weight_files(path: Path) -> list[Path]:
+    index = path / "model.safetensors.index.json"
+    names = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() \
+        else ["model.safetensors"]
+    for name in names:
+        if not (path / name).is_file():
+            raise CheckpointError(f"{path} is missing its weights file {name}")
+    return [path / name for name in names]
+
+
+@contextlib.contextmanager
+def _readable(file: Path):
     from safetensors import SafetensorError
+
+    try:
+        yield
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{file} is truncated or damaged ({err}); save the model again") from err
+
+
+def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    index = path / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() \
-        else ["model.safetensors"]
     state = {}
-    for name in files:
-        file = path / name
-        if not file.is_file():
-            raise CheckpointError(f"{path} is missing its weights file {name}")
-        try:
+    for file in _weight_files(path):
+        with _readable(file):
             state.update(load_file(str(file)))
-        except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f"{file} is truncated or damaged ({err}); save the model again") from err
     return state
+
+
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class SavedTensor:
+    file: Path
+    shape: tuple[int, ...]
+    dtype: torch.dtype | None  # floating dtypes only; None: integer / bool
+
+
+def _saved_tensors(path: Path) -> dict[str, SavedTensor]:
+    """Every saved tensor's file, shape and dtype, from the safetensors headers (nothing is loaded)."""
+    from safetensors import safe_open
+
+    saved = {}
+    for file in _weight_files(path):
+        with _readable(file), safe_open(str(file), "pt") as f:
+            for key in f.keys():
+                header = f.get_slice(key)
+                saved[key] = SavedTensor(file, tuple(header.get_shape()), _SAFETENSORS_DTYPES.get(header.get_dtype()))
+    return saved
 
 
 def _site_of(key: str, model: nn.Module) -> str:
@@ -111,23 +147,41 @@ def _site_of(key: str, model: nn.Module) -> str:
     return ""
 
 
+def _check_shapes(model: nn.Module, saved: dict[str, SavedTensor]) -> None:
+    expected = dict(model.named_parameters())
+    expected.update(dict(model.named_buffers()))
+    for key, tensor in saved.items():
+        target = expected.get(key)
+        if target is not None and tuple(target.shape) != tensor.shape:
+            raise CheckpointError(f"{key}{_site_of(key, model)} has shape {tensor.shape} in the checkpoint "
+                                  f"but {tuple(target.shape)} under its plan: weights and plan do not match")
+
+
 def from_pretrained(path: str | Path, torch_dtype: torch.dtype | None = None,
-                    device_map: str | torch.device | None = None) -> nn.Module:
+                    device_map: str | torch.device | dict | None = None, *,
+                    max_memory: dict | None = None) -> nn.Module:
     """Load a compact checkpoint written by ``attprune.save_pretrained``.
 
     >>> model = attprune.from_pretrained("minilm-hedge-50", torch_dtype=torch.float16, device_map="cuda")
+    >>> model = attprune.from_pretrained("llama-70b-50", device_map="auto", max_memory={0: "70GiB", "cpu": "200GiB"})
 
-    ``device_map``: a device (``"cpu"``, ``"cuda"``, ``"cuda:1"``) for the whole model.
+    ``device_map``: one device (``"cpu"``, ``"cuda"``, ``"cuda:1"``) for the whole model, or,
+    as in transformers, ``"auto"`` / ``"balanced"`` / ``"sequential"`` / a ``{module: device}``
+    dict: the compact model is dispatched over the GPUs, CPU memory and disk with accelerate
+    (``max_memory``: {device: budget}); modules that go to ``"disk"`` are read from the
+    checkpoint's own safetensors files when they run, nothing is copied.
     """
     import transformers
     from transformers import AutoConfig
 
     path = Path(path)
     manifest = _read_manifest(path)
-    if device_map is not None and not isinstance(device_map, (str, torch.device)) or device_map == "auto":
-        raise ValueError("device_map takes one device here ('cpu', 'cuda', 'cuda:1'); multi-device dispatch "
-                         "is not supported yet")
-    device = torch.device(device_map) if device_map is not None else torch.device("cpu")
+    dispatch = devices.is_dispatch_map(device_map)
+    if device_map is not None and not dispatch and not isinstance(device_map, (str, torch.device)):
+        raise ValueError(f"device_map must be a device, one of {', '.join(devices.DISPATCH_MAPS)} or a {{module: device}} "
+                         f"dict, got {device_map!r}")
+    if not dispatch and max_memory is not None:
+        raise ValueError("max_memory applies to a dispatched model: pass device_map='auto' (or a dict)")
     config = AutoConfig.from_pretrained(path)
     cls = getattr(transformers, manifest["model_class"], None)
     if cls is None:
@@ -137,26 +191,100 @@ def from_pretrained(path: str | Path, torch_dtype: torch.dtype | None = None,
         model = cls(config)
     if plan.ffn or plan.heads:
         compact(model, plan)
-    state = _state_dict(path)
-    expected = dict(model.named_parameters())
-    expected.update(dict(model.named_buffers()))
-    for key, tensor in state.items():
-        target = expected.get(key)
-        if target is not None and target.shape != tensor.shape:
-            raise CheckpointError(f"{key}{_site_of(key, model)} has shape {tuple(tensor.shape)} in the checkpoint "
-                                  f"but {tuple(target.shape)} under its plan: weights and plan do not match")
+    saved = _saved_tensors(path)
+    _check_shapes(model, saved)
+    if dispatch:
+        return _dispatched(model, path, saved, torch_dtype, device_map, max_memory).eval()
+    device = torch.device(device_map) if device_map is not None else torch.device("cpu")
     dtype = torch_dtype
     state = {k: v.to(device=device, dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
-             for k, v in state.items()}
+             for k, v in _state_dict(path).items()}
     result = model.load_state_dict(state, strict=False, assign=True)
     if result.unexpected_keys:
         raise CheckpointError(f"{path} holds weights the model does not have: {result.unexpected_keys[:5]}")
     if hasattr(model, "tie_weights"):
         model.tie_weights()
-    missing = [n for n, p in model.named_parameters() if p.device.type == "meta"]
-    if missing:
-        raise CheckpointError(f"{path} is missing weights {missing[:5]}{_site_of(missing[0], model)}")
+    _check_complete(model, path)
     model.to(device)
     if dtype is not None:
         model.to(dtype)
     return model.eval()
+
+
+def _check_complete(model: nn.Module, path: Path) -> None:
+    missing = [n for n, p in model.named_parameters() if p.device.type == "meta"]
+    if missing:
+        raise CheckpointError(f"{path} is missing weights {missing[:5]}{_site_of(missing[0], model)}")
+
+
+def _dispatched(model: nn.Module, path: Path, saved: dict[str, SavedTensor], dtype: torch.dtype | None,
+                device_map: str | dict, max_memory: dict | None) -> nn.Module:
+    """Place the compact skeleton with accelerate: tensors of GPU / CPU modules are read from
+    the checkpoint straight onto their device (one at a time: the model is never whole in CPU
+    memory), disk modules keep pointing into the checkpoint's files."""
+    devices.accelerate_needed(f"device_map={device_map!r}")
+    from accelerate import dispatch_model
+    from accelerate.utils import set_module_tensor_to_device
+    from safetensors import safe_open
+
+    target = {key: dtype if dtype is not None and t.dtype is not None else t.dtype for key, t in saved.items()}
+    _match_dtypes(model, target)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    expected = {n for n, _ in model.named_parameters()}
+    buffers = {n for n, _ in model.named_buffers()}
+    unexpected = sorted(set(saved) - expected - buffers)
+    if unexpected:
+        raise CheckpointError(f"{path} holds weights the model does not have: {unexpected[:5]}")
+    missing = sorted(expected - set(saved))
+    if missing:
+        raise CheckpointError(f"{path} is missing weights {missing[:5]}{_site_of(missing[0], model)}")
+    device_map = devices.device_map_for(model, device_map, max_memory)
+    aliases = _tied_aliases(model, saved)
+    offload_index = {}
+    for file in sorted({t.file for t in saved.values()}):
+        with _readable(file), safe_open(str(file), "pt") as f:
+            for key in f.keys():
+                device = devices.device_of(key, device_map)
+                if device == "disk" and key not in buffers:
+                    offload_index[key] = _disk_entry(key, saved[key], target[key])
+                else:
+                    set_module_tensor_to_device(model, key, "cpu" if device == "disk" else device,
+                                                value=f.get_tensor(key), dtype=target[key])
+    for alias, source in aliases.items():  # a tied copy on disk reads its source's saved tensor
+        if devices.device_of(alias, device_map) == "disk":
+            offload_index[alias] = _disk_entry(source, saved[source], target[source])
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()  # loading replaced the tied parameter objects
+    return dispatch_model(model, device_map, offload_index=offload_index or None)
+
+
+def _tied_aliases(model: nn.Module, saved: dict[str, SavedTensor]) -> dict[str, str]:
+    """Parameter names that are tied to a saved one (and not saved themselves) -> that name."""
+    names: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    aliases = {}
+    for group in names.values():
+        source = next((n for n in group if n in saved), None)
+        aliases.update({n: source for n in group if source is not None and n not in saved})
+    return aliases
+
+
+def _disk_entry(key: str, tensor: SavedTensor, dtype: torch.dtype | None) -> dict:
+    """An accelerate offload-index entry that reads ``key`` from the checkpoint file itself."""
+    entry = {"safetensors_file": str(tensor.file), "weight_name": key}
+    if dtype is not None:
+        entry["dtype"] = str(dtype).replace("torch.", "")
+    return entry
+
+
+def _match_dtypes(model: nn.Module, dtypes: dict[str, torch.dtype | None]) -> None:
+    """Give the skeleton's meta parameters the dtypes they will be loaded in (accelerate casts
+    every loaded or onloaded tensor to the parameter's dtype)."""
+    for name, param in list(model.named_parameters()):
+        dtype = dtypes.get(name)
+        if dtype is not None and param.dtype != dtype:
+            owner, _, leaf = name.rpartition(".")
+            module = model.get_submodule(owner) if owner else model
+            module._parameters[leaf] = nn.Parameter(param.to(dtype), requires_grad=param.requires_grad)

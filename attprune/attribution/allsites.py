@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import torch
 
-from ..sites import Site, weight_out_in
+from ..sites import Site
 from ..hooks import patched_forwards
 from .runner import Clean, Runner, tile_batch
 from .tokens import per_unit, reduce_tokens, token_mask
 
 
 def _site_mask(clean: Clean, site: Site, x: torch.Tensor) -> torch.Tensor:
-    return token_mask(clean.objective_batch, site.stream, x.shape[1], clean.rows)
+    return token_mask(clean.objective_batch, site.stream, x.shape[1], clean.rows).to(x.device)
 
 
 def interpolated_pass(runner: Runner, clean: Clean, alphas: list[float]):
@@ -66,8 +66,9 @@ def interpolated_pass(runner: Runner, clean: Clean, alphas: list[float]):
     result = {}
     for site, g in zip(runner.sites, grads):
         x = seen[site.path][0]
-        weight = weight_out_in(site.module(runner.model)).detach().to(runner.acc_dtype)
-        dx = torch.zeros(x.shape, dtype=runner.acc_dtype) if g is None else g.to(runner.acc_dtype) @ weight
+        weight = runner.site_weight(site, x.device).to(runner.acc_dtype)
+        dx = torch.zeros(x.shape, dtype=runner.acc_dtype, device=x.device) if g is None \
+            else g.to(runner.acc_dtype) @ weight
         result[site.path] = (x.to(runner.acc_dtype), dx)
     return result
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import ops
+from .. import devices, ops
 from ..sites import Site, find_embeddings, find_sites
 from . import allsites, datafree, distributed, ig
 from .inputs import LONG_INPUTS, check_batch
@@ -117,8 +117,8 @@ def attribute(
     if long_inputs not in LONG_INPUTS:
         raise ValueError(f"unknown long_inputs {long_inputs!r}; choose one of {', '.join(LONG_INPUTS)}")
     sites = find_sites(model, units)
-    parameter = next(model.parameters())
-    backend = ops.resolve_backend(backend, parameter.device, dtype or parameter.dtype, reduce_tokens)
+    backend = ops.resolve_backend(backend, devices.input_device(model), dtype or next(model.parameters()).dtype,
+                                  reduce_tokens)
     meta = dict(method=method, steps=steps, quadrature=quadrature, target=target if isinstance(target, str)
                 else getattr(target, "__name__", "callable"), baseline=baseline, reduce_tokens=reduce_tokens,
                 units=list(units), model_class=type(model).__name__,

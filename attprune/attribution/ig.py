@@ -33,9 +33,9 @@ from typing import Callable, Iterator
 
 import torch
 
-from .. import ops
+from .. import devices, ops
 from ..hooks import patched_forwards
-from ..sites import Site, weight_out_in
+from ..sites import Site
 from .runner import Clean, Runner, tile_batch
 from .tokens import per_unit, reduce_tokens, token_mask
 
@@ -50,9 +50,8 @@ def steps_per_pass(steps: int, rows: int, tokens: int, batch_size: int | None, t
 def step_gradients(runner: Runner, clean: Clean, site: Site, alphas: list[float], weights: list[float],
                    chunk: int, backend: str = "torch") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Per chunk of steps: (:math:`\\partial F / \\partial Z_k` [steps, B, T, d_out], the steps' weights)."""
-    projection = site.module(runner.model)
     z = clean.site_outputs[site.path]
-    z_base = _baseline_output(projection, z)
+    z_base = _baseline_output(site.module(runner.model), z)
     rows = clean.rows
     for start in range(0, len(alphas), chunk):
         a = torch.tensor(alphas[start:start + chunk], dtype=torch.float64)  # cast by the op: exact nodes
@@ -80,10 +79,9 @@ def summed_output_gradient(runner: Runner, clean: Clean, site: Site, alphas: lis
 
 def _baseline_output(projection: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
     """Z' = P(0): the bias (or zeros), broadcast as [1, 1, d_out]."""
-    bias = getattr(projection, "bias", None)
-    if bias is None:
+    if getattr(projection, "bias", None) is None:
         return torch.zeros(1, 1, z.shape[-1], dtype=z.dtype, device=z.device)
-    return bias.detach().to(z.dtype).view(1, 1, -1)
+    return devices.read(projection, "bias").detach().to(z.device, z.dtype).view(1, 1, -1)
 
 
 def ig_site(runner: Runner, clean: Clean, site: Site, alphas: list[float], weights: list[float], *,
@@ -93,8 +91,8 @@ def ig_site(runner: Runner, clean: Clean, site: Site, alphas: list[float], weigh
     ``backend="torch"`` sums the step gradients first (any token reduction); a fused backend
     (``ops.resolve_backend``) adds each chunk's scores straight from its step gradients.
     """
-    weight = weight_out_in(site.module(runner.model)).detach()
     x = clean.site_inputs[site.path]  # X - X' with X' = 0
+    weight = runner.site_weight(site, x.device)
     mask = token_mask(clean.objective_batch, site.stream, x.shape[1], clean.rows).to(x.device)
     if backend == "torch":
         g_bar = summed_output_gradient(runner, clean, site, alphas, weights, chunk)

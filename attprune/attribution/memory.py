@@ -1,7 +1,8 @@
 """How many interpolation rows fit one forward/backward pass, from a memory budget.
 
 The budget is ``max_memory`` (bytes, or a string such as ``"8GB"`` / ``"512MiB"``), else
-half the free memory of the CUDA device the model runs on; on CPU without a budget a fixed
+half the free memory of the CUDA device the model runs on (of the fullest one, for a model
+dispatched over several); on CPU without a budget a fixed
 token budget applies (``TOKEN_BUDGET``).  Activation memory per token of a pass is
 estimated from the config (a conservative count of what backward keeps per layer:
 ~18 hidden-size vectors, the FFN activations twice, the attention probabilities); an
@@ -14,6 +15,8 @@ from __future__ import annotations
 import re
 
 import torch
+
+from .. import devices
 
 #: Without a memory budget on CPU, one forward/backward pass holds at most this many tokens
 #: (examples x steps x sequence length).
@@ -46,13 +49,13 @@ def bytes_per_token(config, tokens: int, itemsize: int) -> int:
 
 def token_budget(model, max_memory: int | str | None, dtype: torch.dtype | None, tokens: int) -> int:
     """Tokens (rows x sequence length) one pass may hold under the budget."""
-    parameter = next(model.parameters())
     if max_memory is None:
-        if parameter.device.type != "cuda":
+        gpus = [d for d in devices.execution_devices(model) if d.type == "cuda"]
+        if not gpus:
             return TOKEN_BUDGET
-        free, _ = torch.cuda.mem_get_info(parameter.device)
-        budget = free // 2
+        # a dispatched model's pass runs on each of its devices: the one with least room decides
+        budget = min(torch.cuda.mem_get_info(d)[0] for d in gpus) // 2
     else:
         budget = parse_memory(max_memory)
-    itemsize = (dtype or parameter.dtype).itemsize
+    itemsize = (dtype or next(model.parameters()).dtype).itemsize
     return max(1, budget // bytes_per_token(model.config, tokens, itemsize))

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..sites import Site
+from .. import devices
+from ..sites import Site, weight_out_in
 from . import replay, targets
 from .targets import IGNORE
 
@@ -68,7 +69,7 @@ class Runner:
         self.model = model
         self.sites = sites
         self.target = targets.resolve(target)
-        self.device = next(model.parameters()).device
+        self.device = devices.input_device(model)
         param_dtype = next(model.parameters()).dtype
         self.acc_dtype = torch.float64 if param_dtype == torch.float64 else torch.float32
         self.autocast = dtype is not None and dtype != param_dtype
@@ -192,6 +193,11 @@ class Runner:
             return labels
         with_labels = dict(inputs, labels=labels) if labels is not None else inputs
         return targets.predicted_labels(self.model, logits.detach(), with_labels)
+
+    def site_weight(self, site: Site, device: torch.device) -> torch.Tensor:
+        """The site projection's [out, in] weight on ``device`` (an offloaded one read from its store)."""
+        with devices.materialized(site.module(self.model)) as projection:
+            return weight_out_in(projection).detach().to(device)
 
     def _capture(self, site: Site, clean: Clean):
         def hook(module, args, output):

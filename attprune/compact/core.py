@@ -15,6 +15,7 @@ import warnings
 import torch
 from torch import nn
 
+from .. import devices
 from ..plan.plan import Plan, PlanMismatchError
 from ..sites import FFN, HEADS, Site, spec_for
 from ..sites.site import is_conv1d, out_features
@@ -78,13 +79,15 @@ def _zero_width_conv1d_to_linear(model: nn.Module) -> None:
     ``nn.Linear(0, out)`` can: its output is the bias."""
     for name, module in list(model.named_modules()):
         if is_conv1d(module) and module.weight.shape[0] == 0:
+            # an offloaded Conv1D becomes a plain Linear on its execution device (it holds a bias only)
+            device = devices.execution_device(model, name) if devices.is_offloaded(module) else module.weight.device
             with warnings.catch_warnings():  # "initializing zero-element tensors is a no-op"
                 warnings.simplefilter("ignore", UserWarning)
-                linear = nn.Linear(0, module.nf, bias=module.bias is not None, device=module.weight.device,
+                linear = nn.Linear(0, module.nf, bias=module.bias is not None, device=device,
                                    dtype=module.weight.dtype)
-            linear.weight = nn.Parameter(module.weight.detach().t().contiguous())
+            linear.weight = nn.Parameter(devices.read(module, "weight").detach().t().contiguous().to(device))
             if module.bias is not None:
-                linear.bias = nn.Parameter(module.bias.detach())
+                linear.bias = nn.Parameter(devices.read(module, "bias").detach().to(device))
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, child, linear)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import devices
 from ..hooks import patch_forward
 from ..plan.plan import Plan
 from .slicing import head_features
@@ -50,11 +51,12 @@ def mask(model: nn.Module, plan: Plan) -> MaskHandle:
     patches = []
     for site in plan.validate(model):
         module = site.module(model)
-        keep = feature_mask(site.n_units, site.unit_size, plan.kept(site.path)).to(module.weight.device)
+        keep = feature_mask(site.n_units, site.unit_size, plan.kept(site.path))
+        keep = keep.to(devices.execution_device(model, site.path))
 
         def masked(original, args, kwargs, keep=keep):
             x = args[0]
-            return original(x * keep.to(x.dtype), *args[1:], **kwargs)
+            return original(x * keep.to(x.device, x.dtype), *args[1:], **kwargs)
 
         patches.append(patch_forward(module, masked))
     return MaskHandle(patches)

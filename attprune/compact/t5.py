@@ -15,7 +15,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import devices
 from .base import HeadLayout, set_existing
+
+
+def _table(attention: nn.Module) -> torch.Tensor:
+    """The [buckets, heads] relative-position table (read from its offload store if offloaded)."""
+    return devices.read(attention.relative_attention_bias, "weight").detach()
 
 
 def _own_position_bias(module, args, kwargs):
@@ -39,23 +45,29 @@ class T5Layout(HeadLayout):
         for stack, attentions in stacks.items():
             if not any(site.attention.startswith(stack + ".block.") for site in head_sites):
                 continue
-            shared = next((m.relative_attention_bias.weight.detach() for n, m in attentions
+            shared = next((_table(m) for n, m in attentions
                            if n.endswith("SelfAttention") and m.has_relative_attention_bias), None)
             for name, module in attentions:
                 heads = kept.get(name + ".o")
+                device = devices.execution_device(model, name) if shared is not None and not shared.is_meta else None
                 if getattr(module, "_attprune_own_bias", False):  # compacted before: slice its own table
                     if heads is not None and name.endswith("SelfAttention"):
-                        self._give_table(module, module.relative_attention_bias.weight.detach(), heads)
+                        self._give_table(module, _table(module), heads, device)
                     continue
                 if name.endswith("SelfAttention") and shared is not None:
-                    self._give_table(module, shared, torch.arange(shared.shape[1]) if heads is None else heads)
+                    self._give_table(module, shared, torch.arange(shared.shape[1]) if heads is None else heads,
+                                     device)
                 module.register_forward_pre_hook(_own_position_bias, with_kwargs=True)
                 module._attprune_own_bias = True
 
     @staticmethod
-    def _give_table(module: nn.Module, table: torch.Tensor, heads: torch.Tensor) -> None:
-        """The layer's own relative-position table: ``table``'s columns of its kept heads."""
-        embedding = nn.Embedding(table.shape[0], heads.numel(), device=table.device, dtype=table.dtype)
-        embedding.weight = nn.Parameter(table.index_select(1, heads.to(table.device)).contiguous())
+    def _give_table(module: nn.Module, table: torch.Tensor, heads: torch.Tensor,
+                    device: torch.device | None) -> None:
+        """The layer's own relative-position table: ``table``'s columns of its kept heads, on
+        ``device`` (the layer's execution device; None: where the table is)."""
+        device = table.device if device is None else device
+        embedding = nn.Embedding(table.shape[0], heads.numel(), device=device, dtype=table.dtype)
+        columns = table.index_select(1, heads.to(table.device))
+        embedding.weight = nn.Parameter(columns.to(device).contiguous())
         module.relative_attention_bias = embedding
         module.has_relative_attention_bias = True
