@@ -43,6 +43,7 @@ bench: native
 	$(PY) bench/ig_step_ops.py
 	$(PY) bench/precision_agreement.py
 	$(PY) bench/compaction_latency.py
+	$(PY) bench/dispatch_overhead.py
 	$(PY) -m pytest bench/ --benchmark-only --benchmark-columns=min,mean,rounds
 
 clean:

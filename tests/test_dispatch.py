@@ -154,6 +154,8 @@ def test_dispatch_errors_are_clear(tmp_path):
         attprune.from_pretrained(tmp_path / "ck", device_map=3.5)
     with pytest.raises(ValueError, match="pass offload_folder"):
         devices.dispatch(tiny.bert_cls(), {"": "disk"})
+    with pytest.raises(ValueError, match="adapting by pruning needs the model's weights in memory"):
+        attprune.adapt(offloaded("bert", tmp_path / "offload"), [tiny.batch_for(plain)], sparsity=0.5)
     weights = tmp_path / "ck" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
     with pytest.raises(CheckpointError, match="truncated or damaged"):

@@ -189,7 +189,7 @@ PEAK = textwrap.dedent("""
 
 
 def test_loading_and_compacting_never_hold_the_model_twice(tmp_path):
-    """A 265 MB BERT, private memory measured in a subprocess: from_pretrained maps the
+    """A 255 MiB BERT, private memory measured in a subprocess: from_pretrained maps the
     safetensors file and copies nothing; compact allocates only the kept slices; the compact
     checkpoint loads the same way; dispatched to disk, a forward pass reads a tensor at a time."""
     import json

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .. import devices
 from ..compact import compact
 from ..plan.plan import Plan
 from .head import LayerWeightedHead, first_token_features
@@ -27,6 +28,9 @@ def encoder_of(model: nn.Module) -> nn.Module:
     if getattr(config, "is_encoder_decoder", False):
         raise ValueError(f"{type(model).__name__} is an encoder-decoder model; adapting by pruning reads the "
                          "first-token vector of every layer of an encoder (BERT-like) or decoder-only model")
+    if any(devices.is_offloaded(m) for m in model.modules()):
+        raise ValueError("adapting by pruning needs the model's weights in memory, but this model has offloaded "
+                         "modules (device_map with CPU or disk offload); load it on one device")
     return getattr(model, "base_model", model)
 
 
