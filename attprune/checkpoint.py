@@ -5,7 +5,8 @@ weights in their compact shapes) plus ``attprune.json`` (the plan, the model cla
 attprune version; ``plan.json`` repeats the plan for ``Plan.load``).  ``from_pretrained``
 builds the original class with its parameters on the meta device (no full-size
 allocation), compacts that skeleton with the plan, then assigns the saved tensors, so peak
-memory is one copy of the *compact* weights.
+memory is one copy of the *compact* weights.  With ``device_map="auto"`` the tensors go
+straight to the devices accelerate assigns, and disk-offloaded ones stay in the files.
 """
 
 from __future__ import annotations
@@ -178,8 +179,8 @@ def from_pretrained(path: str | Path, torch_dtype: torch.dtype | None = None,
     manifest = _read_manifest(path)
     dispatch = devices.is_dispatch_map(device_map)
     if device_map is not None and not dispatch and not isinstance(device_map, (str, torch.device)):
-        raise ValueError(f"device_map must be a device, one of {', '.join(devices.DISPATCH_MAPS)} or a {{module: device}} "
-                         f"dict, got {device_map!r}")
+        raise ValueError(f"device_map must be a device, one of {', '.join(devices.DISPATCH_MAPS)} or a "
+                         f"{{module: device}} dict, got {device_map!r}")
     if not dispatch and max_memory is not None:
         raise ValueError("max_memory applies to a dispatched model: pass device_map='auto' (or a dict)")
     config = AutoConfig.from_pretrained(path)
@@ -231,16 +232,16 @@ def _dispatched(model: nn.Module, path: Path, saved: dict[str, SavedTensor], dty
     _match_dtypes(model, target)
     if hasattr(model, "tie_weights"):
         model.tie_weights()
-    expected = {n for n, _ in model.named_parameters()}
+    expected = {n for n, _ in model.named_parameters(remove_duplicate=False)}
     buffers = {n for n, _ in model.named_buffers()}
     unexpected = sorted(set(saved) - expected - buffers)
     if unexpected:
         raise CheckpointError(f"{path} holds weights the model does not have: {unexpected[:5]}")
-    missing = sorted(expected - set(saved))
+    aliases = _tied_aliases(model, saved)
+    missing = sorted(expected - set(saved) - set(aliases))
     if missing:
         raise CheckpointError(f"{path} is missing weights {missing[:5]}{_site_of(missing[0], model)}")
     device_map = devices.device_map_for(model, device_map, max_memory)
-    aliases = _tied_aliases(model, saved)
     offload_index = {}
     for file in sorted({t.file for t in saved.values()}):
         with _readable(file), safe_open(str(file), "pt") as f:
