@@ -242,22 +242,29 @@ def _dispatched(model: nn.Module, path: Path, saved: dict[str, SavedTensor], dty
     if missing:
         raise CheckpointError(f"{path} is missing weights {missing[:5]}{_site_of(missing[0], model)}")
     device_map = devices.device_map_for(model, device_map, max_memory)
-    offload_index = {}
+    placed = {key: devices.device_of(key, device_map) for key in [*saved, *aliases]}
+    for alias, source in aliases.items():
+        if placed[alias] != placed[source]:
+            raise ValueError(f"{alias} is tied to {source} but device_map puts them on {placed[alias]!r} and "
+                             f"{placed[source]!r}: give both modules the same device (device_map='auto' does)")
+    offload_index = {key: _disk_entry(key, saved[key], target[key])
+                     for key in saved if placed[key] == "disk" and key not in buffers}
+    # a tied copy on disk reads its source's saved tensor
+    offload_index.update({alias: offload_index[source] for alias, source in aliases.items() if source in offload_index})
     for file in sorted({t.file for t in saved.values()}):
-        with _readable(file), safe_open(str(file), "pt") as f:
-            for key in f.keys():
-                device = devices.device_of(key, device_map)
-                if device == "disk" and key not in buffers:
-                    offload_index[key] = _disk_entry(key, saved[key], target[key])
-                else:
-                    set_module_tensor_to_device(model, key, "cpu" if device == "disk" else device,
-                                                value=f.get_tensor(key), dtype=target[key])
-    for alias, source in aliases.items():  # a tied copy on disk reads its source's saved tensor
-        if devices.device_of(alias, device_map) == "disk":
-            offload_index[alias] = _disk_entry(source, saved[source], target[source])
+        with contextlib.ExitStack() as stack:
+            with _readable(file):
+                f = stack.enter_context(safe_open(str(file), "pt"))
+                keys = [k for k in f.keys() if k not in offload_index]
+            for key in keys:
+                with _readable(file):
+                    value = f.get_tensor(key)
+                device = "cpu" if placed[key] == "disk" else placed[key]  # (a buffer of a disk module)
+                set_module_tensor_to_device(model, key, device, value=value, dtype=target[key])
     if hasattr(model, "tie_weights"):
         model.tie_weights()  # loading replaced the tied parameter objects
-    return dispatch_model(model, device_map, offload_index=offload_index or None)
+    on_disk = "disk" in set(device_map.values())
+    return dispatch_model(model, device_map, offload_index=offload_index if on_disk else None)
 
 
 def _tied_aliases(model: nn.Module, saved: dict[str, SavedTensor]) -> dict[str, str]:

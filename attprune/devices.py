@@ -44,6 +44,17 @@ def is_offloaded(module: nn.Module) -> bool:
     return _offload_hook(module) is not None
 
 
+def check_offload_layout(model: nn.Module) -> None:
+    """Refuse what attprune cannot read or rewrite: a hook that offloads the weights of its
+    submodules (accelerate's ``preload_module_classes``) instead of each module its own."""
+    for name, module in model.named_modules():
+        hook = _offload_hook(module)
+        if hook is not None and getattr(hook, "place_submodules", False) and next(module.children(), None):
+            raise ValueError(f"{name or type(model).__name__} offloads the weights of its submodules in one hook "
+                             "(accelerate's preload_module_classes); attprune needs every offloaded module to hold "
+                             "its own: dispatch without preload_module_classes (transformers' device_map does)")
+
+
 def _as_device(device) -> torch.device:
     return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
 
@@ -169,6 +180,9 @@ def device_map_for(model: nn.Module, device_map: str | dict, max_memory: dict | 
     """A {module: device} map for ``"auto"`` / ``"balanced"`` / ``"balanced_low_0"`` /
     ``"sequential"`` (as transformers computes it: whole decoder blocks stay on one device)."""
     if isinstance(device_map, dict):
+        if max_memory is not None:
+            raise ValueError("max_memory sizes an inferred device_map ('auto', 'balanced', 'sequential'); "
+                             "with a {module: device} dict it would be ignored: leave it out")
         return device_map
     accelerate = accelerate_needed(f"device_map={device_map!r}")
     from accelerate.utils import get_balanced_memory

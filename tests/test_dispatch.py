@@ -140,9 +140,15 @@ def test_dispatched_reload_of_tied_weights_and_dtypes(family, tmp_path):
     assert back.lm_head.weight is back.get_input_embeddings().weight  # still tied
     # (T5's reloaded per-layer position tables sum in another order: ~1e-15)
     assert torch.allclose(back(**inputs).logits, plain(**inputs).logits, rtol=0, atol=1e-12)
-    half = attprune.from_pretrained(tmp_path, torch_dtype=torch.float32, device_map={"": "disk"})
-    assert next(iter(half.state_dict().values())).dtype == torch.float32
-    assert torch.allclose(half(**inputs).logits.double(), plain(**inputs).logits, atol=1e-4)
+    single = attprune.from_pretrained(tmp_path, torch_dtype=torch.float32, device_map={"": "disk"})
+    assert {p.dtype for p in single.parameters()} == {torch.float32}
+    assert torch.allclose(single(**inputs).logits.double(), plain(**inputs).logits, atol=1e-4)
+    embeddings = "transformer.wte" if family == "gpt2" else "shared"
+    apart = {**{name: "cpu" for name, _ in plain.named_children()}, embeddings: "disk"}
+    with pytest.raises(ValueError, match="is tied to .* give both modules the same device"):
+        attprune.from_pretrained(tmp_path, device_map=apart if family == "t5" else
+                                 {**{f"transformer.{n}": "cpu" for n, _ in plain.transformer.named_children()},
+                                  "lm_head": "cpu", embeddings: "disk"})
 
 
 def test_dispatch_errors_are_clear(tmp_path):
@@ -154,6 +160,10 @@ def test_dispatch_errors_are_clear(tmp_path):
         attprune.from_pretrained(tmp_path / "ck", device_map=3.5)
     with pytest.raises(ValueError, match="pass offload_folder"):
         devices.dispatch(tiny.bert_cls(), {"": "disk"})
+    with pytest.raises(ValueError, match="device_map gives no device for classifier"):
+        attprune.from_pretrained(tmp_path / "ck", device_map={"bert": "cpu"})
+    with pytest.raises(ValueError, match="with a {module: device} dict it would be ignored"):
+        attprune.from_pretrained(tmp_path / "ck", device_map={"": "cpu"}, max_memory={"cpu": "1GB"})
     with pytest.raises(ValueError, match="adapting by pruning needs the model's weights in memory"):
         attprune.adapt(offloaded("bert", tmp_path / "offload"), [tiny.batch_for(plain)], sparsity=0.5)
     weights = tmp_path / "ck" / "model.safetensors"
@@ -196,13 +206,36 @@ def test_the_memory_budget_follows_the_fullest_gpu_of_a_dispatched_model(monkeyp
     assert memory.token_budget(model, None, None, 16) == (2 * 2**30 // 2) // per_token
 
 
-def test_execution_device_follows_hooks_then_parameters(tmp_path):
-    model = offloaded("bert", tmp_path)
-    site = attprune.find_sites(model)[0]
-    assert site.module(model).weight.is_meta
-    assert devices.execution_device(model, site.path) == torch.device("cpu")
+def test_execution_device_follows_hooks_then_parameters():
+    from accelerate.hooks import AlignDevicesHook, SequentialHook
+
+    model = tiny.bert_cls()
+    layer = model.bert.encoder.layer[1]
+    assert devices.execution_device(model, "bert.encoder.layer.1.output.dense") == torch.device("cpu")
+    layer._hf_hook = AlignDevicesHook(execution_device=3)  # an ancestor's hook decides (cuda:3 here)
+    assert devices.execution_device(model, "bert.encoder.layer.1.output.dense") == torch.device("cuda", 3)
+    assert devices.execution_devices(model) == {torch.device("cpu"), torch.device("cuda", 3)}
+    layer.output.dense._hf_hook = SequentialHook(AlignDevicesHook(execution_device="meta"))  # the nearest wins
+    assert devices.execution_device(model, "bert.encoder.layer.1.output.dense") == torch.device("meta")
     assert devices.input_device(model) == torch.device("cpu")
-    assert devices.execution_device(tiny.bert_cls(dtype=torch.float32).to("meta")) == torch.device("cpu")
+    model.bert.embeddings.word_embeddings._hf_hook = AlignDevicesHook(execution_device=1)
+    assert devices.input_device(model) == torch.device("cuda", 1)
+    assert devices.execution_device(tiny.bert_cls().to("meta")) == torch.device("cpu")
+
+
+def test_a_hook_that_offloads_its_submodules_is_refused(tmp_path):
+    import accelerate
+
+    model = tiny.bert_cls()
+    placement = alternating_map(model, LAYERS["bert"])
+    accelerate.dispatch_model(model, placement, offload_dir=str(tmp_path),
+                              preload_module_classes=["BertSelfOutput", "BertSelfAttention"])
+    batch = tiny.batch_for(model)
+    for use in (lambda: attprune.attribute(model, [batch], steps=2, progress=False),
+                lambda: attprune.compact(model, attprune.make_plan(attprune.attribute(model, None, method="random",
+                                                                                      progress=False), ffn=0.5))):
+        with pytest.raises(ValueError, match="preload_module_classes"):
+            use()
 
 
 @pytest.mark.gpu

@@ -117,6 +117,7 @@ def attribute(
     if long_inputs not in LONG_INPUTS:
         raise ValueError(f"unknown long_inputs {long_inputs!r}; choose one of {', '.join(LONG_INPUTS)}")
     sites = find_sites(model, units)
+    devices.check_offload_layout(model)
     backend = ops.resolve_backend(backend, devices.input_device(model), dtype or next(model.parameters()).dtype,
                                   reduce_tokens)
     meta = dict(method=method, steps=steps, quadrature=quadrature, target=target if isinstance(target, str)

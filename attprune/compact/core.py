@@ -110,8 +110,13 @@ def compact(model: nn.Module, plan: Plan) -> nn.Module:
     >>> plan = attprune.make_plan(scores, ffn=0.5, heads=0.25)
     >>> model = attprune.compact(model, plan)     # same outputs as attprune.mask(model, plan)
     >>> attprune.save_pretrained(model, "compact/")
+
+    On a dispatched model (``device_map``) every module keeps its device; an offloaded one
+    stays offloaded, its sliced weights held in CPU memory (for disk-offloaded modules too:
+    ``save_pretrained`` then ``from_pretrained(..., device_map=...)`` puts them back on disk).
     """
     spec = spec_for(model)
+    devices.check_offload_layout(model)
     layout = LAYOUTS.get(spec.name)
     sites = plan.validate(model)
     head_sites = [s for s in sites if s.kind == HEADS]

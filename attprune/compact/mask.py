@@ -48,6 +48,7 @@ def mask(model: nn.Module, plan: Plan) -> MaskHandle:
     >>> masked_logits = model(**batch).logits
     >>> handle.remove()
     """
+    devices.check_offload_layout(model)
     patches = []
     for site in plan.validate(model):
         module = site.module(model)

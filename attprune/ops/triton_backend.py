@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -21,13 +22,21 @@ def unavailable(device: torch.device) -> str | None:
             "importing attprune (slow: for tests) or use backend='torch' / 'native'")
 
 
+def _on_device_of(tensor: torch.Tensor):
+    """Triton launches on the current CUDA device: make it the tensor's (sites of a dispatched
+    model live on different GPUs)."""
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
+
+
 def ig_interpolate(z, z_baseline, alphas):
     from ..kernels.ig_interpolate import ig_interpolate
 
-    return ig_interpolate(z, z_baseline, alphas)
+    with _on_device_of(z):
+        return ig_interpolate(z, z_baseline, alphas)
 
 
 def ig_attribute(grads, step_weights, weight, x, mask, unit_size, x_baseline=None, out=None):
     from ..kernels.ig_attribute import ig_attribute
 
-    return ig_attribute(grads, step_weights, weight, x, mask, unit_size, x_baseline=x_baseline, out=out)
+    with _on_device_of(grads):
+        return ig_attribute(grads, step_weights, weight, x, mask, unit_size, x_baseline=x_baseline, out=out)
