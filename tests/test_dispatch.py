@@ -58,6 +58,18 @@ def assert_same(a: attprune.Scores, b: attprune.Scores):
             assert torch.allclose(getattr(a.sites[path], stat), getattr(b.sites[path], stat), rtol=0, atol=1e-12)
 
 
+def score_and_compact_both(plain, model, batch, atol: float = 0.0) -> None:
+    """IG scores of ``model`` equal ``plain``'s; both compacted with one plan give the same logits."""
+    reference = attprune.attribute(plain, [batch], steps=4, progress=False)
+    assert_same(attprune.attribute(model, [batch], steps=4, progress=False), reference)
+    plan = attprune.make_plan(reference, ffn=0.5, heads=0.5)
+    attprune.compact(plain, plan)
+    attprune.compact(model, plan)
+    inputs = model_inputs(plain, batch)
+    ours, theirs = model(**inputs).logits, plain(**inputs).logits
+    assert torch.equal(ours, theirs) if atol == 0 else torch.allclose(ours, theirs, rtol=0, atol=atol)
+
+
 def offloaded_sites(model) -> list[str]:
     return [s.path for s in attprune.find_sites(model) if devices.is_offloaded(s.module(model))]
 
@@ -68,15 +80,7 @@ def test_ig_and_compaction_on_a_disk_offloaded_model_equal_the_model_in_memory(f
     model = offloaded(family, tmp_path / "offload")
     assert offloaded_sites(model), "the map must offload some sites"
     assert all(s.module(model).weight.is_meta for s in attprune.find_sites(model) if s.path in offloaded_sites(model))
-    batch = tiny.batch_for(plain)
-    reference = attprune.attribute(plain, [batch], steps=4, progress=False)
-    assert_same(attprune.attribute(model, [batch], steps=4, progress=False), reference)
-
-    plan = attprune.make_plan(reference, ffn=0.5, heads=0.5)
-    attprune.compact(plain, plan)
-    attprune.compact(model, plan)
-    inputs = model_inputs(plain, batch)
-    assert torch.equal(model(**inputs).logits, plain(**inputs).logits)
+    score_and_compact_both(plain, model, tiny.batch_for(plain))
     for site in attprune.find_sites(plain):  # the sliced weights stay offloaded, in compact shapes
         ours = site.module(model)
         if devices.is_offloaded(ours):
@@ -245,11 +249,4 @@ def test_cpu_offload_to_a_gpu_equals_the_model_on_the_gpu(tmp_path):
     model = tiny.bert_cls()
     model = devices.dispatch(model, alternating_map(model, LAYERS["bert"], offloaded="cpu", kept=0))
     assert offloaded_sites(model) and devices.input_device(model) == torch.device("cuda", 0)
-    batch = {k: v.cuda() for k, v in tiny.batch_for(plain).items()}
-    reference = attprune.attribute(plain, [batch], steps=4, progress=False)
-    assert_same(attprune.attribute(model, [batch], steps=4, progress=False), reference)
-    plan = attprune.make_plan(reference, ffn=0.5, heads=0.5)
-    attprune.compact(plain, plan)
-    attprune.compact(model, plan)
-    inputs = model_inputs(plain, batch)
-    assert torch.allclose(model(**inputs).logits, plain(**inputs).logits, rtol=0, atol=1e-12)
+    score_and_compact_both(plain, model, {k: v.cuda() for k, v in tiny.batch_for(plain).items()}, atol=1e-12)
