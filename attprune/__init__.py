@@ -1,31 +1,47 @@
 """attprune: task-specific compression of transformers by attribution-based pruning.
 
 >>> import attprune
->>> scores = attprune.attribute(model, batches, units=("ffn", "heads"), method="ig", steps=20)
->>> scores.ffn, scores.heads
+>>> scores = attprune.attribute(model, batches, units=("ffn", "heads"), method="ig")
+>>> plan = attprune.make_plan(scores, ffn=0.5, heads=0.25)
+>>> attprune.compact(model, plan); attprune.save_pretrained(model, "small/")
 >>> task = attprune.adapt(model, batches, sparsity=0.5)        # adapting by pruning (learned masks)
+
+The pipeline, one package per stage: ``architectures`` (where each family keeps its units)
+-> ``sites`` -> ``attribution`` -> ``plan`` -> ``compact`` (mask, compact) -> ``pretrained``
+(save / load); ``ops`` holds the IG step kernels, ``adaptation`` method B.
 """
 
-from .adaptation import Adapted, AdaptedMismatchError, AdaptedModel, adapt, apply_adapted
-from .attribution import METHODS, QUADRATURES, Scores, SiteScores, attribute
-from .checkpoint import CheckpointError, from_pretrained, save_pretrained
-from .compact import compact, mask
-from .plan import Plan, PlanMismatchError, make_plan
-from .sites import (
-    ArchSpec,
-    AttentionSpec,
-    FFNSpec,
-    Site,
-    UnsupportedModelError,
-    find_sites,
-    register_architecture,
+from ._version import __version__
+from .adaptation import AdaptConfig, Adapted, AdaptedModel, adapt, apply_adapted
+from .architectures import ArchSpec, AttentionSpec, FFNSpec, HeadLayout, register_architecture
+from .attribution import (
+    METHODS,
+    QUADRATURES,
+    AttributionConfig,
+    Method,
+    Scores,
+    SiteScores,
+    attribute,
+    register_method,
 )
-
-__version__ = "0.1.0"
+from .compact import compact, mask
+from .errors import (
+    AdaptedMismatchError,
+    AttpruneError,
+    CheckpointError,
+    InputError,
+    PlanMismatchError,
+    ResumeMismatchError,
+    UnsupportedModelError,
+)
+from .plan import Plan, make_plan
+from .pretrained import from_pretrained, save_pretrained
+from .sites import Site, find_sites
 
 __all__ = [
-    "ArchSpec", "AttentionSpec", "FFNSpec", "METHODS", "QUADRATURES", "Scores", "Site", "SiteScores",
-    "UnsupportedModelError", "attribute", "find_sites", "register_architecture", "make_plan", "Plan",
-    "PlanMismatchError", "mask", "compact", "save_pretrained", "from_pretrained", "CheckpointError",
-    "adapt", "apply_adapted", "Adapted", "AdaptedModel", "AdaptedMismatchError",
+    "__version__", "AdaptConfig", "Adapted", "AdaptedModel", "adapt", "apply_adapted", "ArchSpec", "AttentionSpec",
+    "FFNSpec", "HeadLayout", "register_architecture", "METHODS", "QUADRATURES", "AttributionConfig", "Method",
+    "Scores", "SiteScores", "attribute", "register_method", "compact", "mask", "AdaptedMismatchError",
+    "AttpruneError", "CheckpointError", "InputError", "PlanMismatchError", "ResumeMismatchError",
+    "UnsupportedModelError", "Plan", "make_plan", "from_pretrained", "save_pretrained", "Site", "find_sites",
 ]

@@ -1,55 +1,74 @@
-"""The ``attprune`` command line: ``score``, ``prune``, ``adapt``, ``demo``, ``fetch``."""
+"""The ``attprune`` command line: ``score``, ``prune``, ``adapt``, ``demo``, ``fetch``.
+
+The flags of ``score`` and ``adapt`` that set a run's settings are built from the fields of
+``AttributionConfig`` / ``AdaptConfig`` (their help texts and choices), so the CLI and the
+Python API cannot drift apart. Bad input ends with one line, ``attprune: error: ...``, and
+exit code 2; anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shutil
 import sys
+import tempfile
+import typing
 from pathlib import Path
 
 import torch
 
-from .attribution.api import METHODS
-from .attribution.quadrature import QUADRATURES
-from .attribution.tokens import REDUCTIONS
+from .adaptation import AdaptConfig
+from .attribution import AttributionConfig
+from .errors import AttpruneError, InputError, MissingFileError
+from .settings import Settings, choices_of
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
-          "float16": torch.float16}
+REPORT_BUGS = "this is a bug in attprune: please report it with the traceback below"
 
 
-def _add_score_parser(sub) -> None:
-    p = sub.add_parser(
-        "score", help="score every FFN neuron and attention head of a model on a data file",
-        description="Compute attribution scores of every FFN neuron and attention head and write "
-                    "OUT/scores.safetensors (load with attprune.Scores.load) and OUT/summary.json.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _add_model_argument(p, "with a new seeded classification head")
-    _add_data_arguments(p)
-    p.add_argument("--method", choices=METHODS, default="ig", help="attribution method")
-    p.add_argument("--steps", type=int, default=20, help="integration steps (ig, conductance)")
-    p.add_argument("--quadrature", choices=QUADRATURES, default="riemann_right",
-                   help="node rule of the integral (Captum's names)")
-    p.add_argument("--units", default="ffn,heads", help="comma-separated unit kinds: ffn, heads")
-    p.add_argument("--target", choices=("label", "prediction"), default="label",
-                   help="explain the gold label's log-probability, or the model's own prediction "
-                        "(no labels needed)")
-    p.add_argument("--reduce-tokens", choices=REDUCTIONS, default="sum",
-                   help="how per-token scores become one per example")
-    p.add_argument("--rows-per-pass", type=int, default=None,
-                   help="interpolation rows (examples x steps) per forward pass; default: a token budget")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
-                   help="compute the model in this dtype (scores accumulate in float32)")
-    p.add_argument("--seed", type=int, default=0, help="seed for method=random and new heads")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--long-inputs", choices=("truncate", "error"), default="truncate",
-                   help="inputs longer than the model's positions: truncate (with a warning) or refuse")
-    p.add_argument("--checkpoint-every", type=int, default=10,
-                   help="save partial sums to OUT/.partial every N scored batches (removed when the run completes)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run from OUT/.partial (same model, data and settings); without "
-                        "it a leftover partial run is discarded")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    _add_placement_arguments(p)
+# -- flags from settings objects ----------------------------------------------------------
 
+def _parser_for(field: dataclasses.Field, hint):
+    """How a flag's text becomes the field's value."""
+    parse = field.metadata.get("parse")
+    if parse is not None:
+        return parse
+    if isinstance(field.default, bool):
+        return None
+    for kind in (int, float):
+        if isinstance(field.default, kind) or hint in (kind, typing.Optional[kind]):
+            return kind
+    return None
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, cls: type[Settings], skip: tuple[str, ...] = ()) -> None:
+    """One flag per field of ``cls`` (``--field-name``), with the field's help, default and choices."""
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(f"{cls.__name__} (the run's settings)")
+    for field in dataclasses.fields(cls):
+        if field.name in skip or not field.metadata.get("cli", True):
+            continue
+        flag = field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+        default = field.default
+        if isinstance(default, bool):
+            group.add_argument(flag, dest=field.name, action="store_true", help=field.metadata["help"])
+            continue
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        group.add_argument(flag, dest=field.name, default=argparse.SUPPRESS, type=_parser_for(field, hints[field.name]),
+                           metavar=None if choices_of(field) or field.metadata.get("cli_choices")
+                           else flag[2:].upper().replace("-", "_"),
+                           choices=field.metadata.get("cli_choices") or choices_of(field),
+                           help=f"{field.metadata['help']} (default: {shown})")
+
+
+def settings_from_args(cls: type[Settings], args: argparse.Namespace, **fixed) -> Settings:
+    """The settings the flags chose (defaults for the rest), plus ``fixed`` values."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    given = {k: v for k, v in vars(args).items() if k in names}
+    return cls(**dict(given, **fixed))
+
+
+# -- shared flags ---------------------------------------------------------------------------
 
 def _add_model_argument(p, minilm_note: str) -> None:
     p.add_argument("--model", required=True,
@@ -103,48 +122,25 @@ def _add_data_arguments(p) -> None:
     p.add_argument("--limit", type=int, default=None, help="use only the first N examples")
 
 
-def _decay(text: str) -> float | str:
-    return text if text == "auto" else float(text)
+# -- subcommands ----------------------------------------------------------------------------
 
-
-def _add_adapt_parser(sub) -> None:
-    from .adaptation.head import HEADS
-    from .adaptation.targets import GRANULARITIES
-
+def _add_score_parser(sub) -> None:
     p = sub.add_parser(
-        "adapt", help="adapting by pruning: learn a task as a mask over the frozen pre-trained weights",
-        description="Learn which pre-trained connections a task keeps (kept weights never change) and a small "
-                    "head (Gao et al., arXiv 2105.03343). Writes OUT/ (attprune.apply_adapted(model, OUT) puts the "
-                    "task back on the shared pre-trained model): the head, the mask (1 bit per weight, or a plan "
-                    "for --granularity units) and adapter_config.json with the statistics.",
+        "score", help="score every FFN neuron and attention head of a model on a data file",
+        description="Compute attribution scores of every FFN neuron and attention head and write "
+                    "OUT/scores.safetensors (load with attprune.Scores.load) and OUT/summary.json.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    _add_model_argument(p, "(its encoder; the task head is new)")
+    _add_model_argument(p, "with a new seeded classification head")
     _add_data_arguments(p)
-    p.add_argument("--eval-data", default=None, help="held-out data in the same format: accuracy after every "
-                                                     "epoch and at the end")
-    p.add_argument("--num-labels", type=int, default=None, help="classes (default: the model's config, or the "
-                                                                 "largest label + 1)")
-    p.add_argument("--granularity", choices=GRANULARITIES, default="weights",
-                   help="mask single weights (unstructured) or FFN neurons and attention heads (compactable)")
-    p.add_argument("--sparsity", type=float, default=0.5, help="fraction of connections to remove, in [0, 1)")
-    p.add_argument("--head", choices=HEADS, default="layer-weighted-mlp",
-                   help="task head over the softmax-weighted first-token vectors of every layer")
-    p.add_argument("--epochs", type=int, default=3, help="passes over the data (training stops earlier once "
-                                                         "the sparsity is reached)")
-    p.add_argument("--lr-mask", type=float, default=2e-5, help="Adam step size of the mask scores theta")
-    p.add_argument("--lr-head", type=float, default=2e-5, help="Adam step size of the head")
-    p.add_argument("--decay", type=_decay, default=2e-7,
-                   help="constant push of every theta toward pruning, per step; 'auto': the push that reaches "
-                        "--sparsity near the last step (for short runs)")
-    p.add_argument("--t-forward", type=float, default=1e5, help="sigmoid temperature in the forward pass")
-    p.add_argument("--t-backward", type=float, default=1.0, help="sigmoid temperature in the derivative")
-    p.add_argument("--init", choices=("normal", "magnitude"), default="normal",
-                   help="theta's N(0.01, 0.001) draws at random (the paper) or handed out in the order of |w| "
-                        "(the untrained mask is then magnitude pruning)")
-    p.add_argument("--embeddings", action="store_true", help="also mask the embedding tables (weights only)")
-    p.add_argument("--seed", type=int, default=0, help="seed of theta's initialisation and the head")
+    add_settings_arguments(p, AttributionConfig)
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--save-every", type=int, default=10,
+                   help="save partial sums to OUT/.partial every N scored batches (removed when the run completes)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from OUT/.partial (same model, data and settings); without "
+                        "it a leftover partial run is discarded")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_placement_arguments(p)
 
 
 def _add_prune_parser(sub) -> None:
@@ -176,39 +172,61 @@ def _add_prune_parser(sub) -> None:
     _add_placement_arguments(p)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="attprune",
-        description="Task-specific compression of transformers: attribution of every FFN neuron "
-                    "and attention head.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_score_parser(sub)
-    _add_prune_parser(sub)
-    _add_adapt_parser(sub)
+def _add_adapt_parser(sub) -> None:
+    p = sub.add_parser(
+        "adapt", help="adapting by pruning: learn a task as a mask over the frozen pre-trained weights",
+        description="Learn which pre-trained connections a task keeps (kept weights never change) and a small "
+                    "head (Gao et al., arXiv 2105.03343). Writes OUT/ (attprune.apply_adapted(model, OUT) puts the "
+                    "task back on the shared pre-trained model): the head, the mask (1 bit per weight, or a plan "
+                    "for --granularity units) and the run's AdaptConfig with its statistics.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_model_argument(p, "(its encoder; the task head is new)")
+    _add_data_arguments(p)
+    add_settings_arguments(p, AdaptConfig)
+    p.add_argument("--eval-data", default=None, help="held-out data in the same format: accuracy after every "
+                                                     "epoch and at the end")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _add_demo_parser(sub) -> None:
     d = sub.add_parser(
         "demo", help="the main job: task-specific pruning of the multi-task MiniLM on real offline data",
-        description="Fetch the task pack, build (or reuse) the multi-task MiniLM (<= 10 min the first time on 2 "
-                    "CPU cores, cached after), score the chosen tasks with IG and baselines, prune, compact, "
-                    "evaluate, time dense vs compact; print a table and write a plot. --quick runs the whole "
-                    "pipeline in seconds on built-in sentences instead; --full runs every benchmark experiment.",
+        description="Fetch the task pack, build (or reuse) the multi-task MiniLM, score the chosen tasks with "
+                    "IG and baselines, prune, compact, evaluate, time dense vs compact; print a table and write a "
+                    "plot. --quick runs the whole pipeline in seconds on built-in sentences instead; --full runs "
+                    "every benchmark experiment.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d.add_argument("--out", default="out/demo", help="output folder")
     d.add_argument("--tasks", default="hedge,mr", help="comma-separated tasks to prune (mr, tweets, bbc, hedge, "
                                                       "spam, pos)")
     d.add_argument("--n-attr", type=int, default=32, help="training examples used for attribution")
-    d.add_argument("--max-test", type=int, default=500, help="test examples evaluated per task")
-    d.add_argument("--steps", type=int, default=20, help="integration steps")
+    d.add_argument("--max-test", type=int, default=400, help="test examples evaluated per task")
     d.add_argument("--ffn", type=float, default=0.5, help="fraction of FFN neurons the compacted model removes")
     d.add_argument("--heads", type=float, default=0.25, help="fraction of heads removed (--quick only)")
     d.add_argument("--quick", action="store_true", help="seconds-long pipeline on built-in sentences")
     d.add_argument("--full", action="store_true", help="run every real-task benchmark experiment (long)")
     d.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attprune",
+        description="Task-specific compression of transformers: attribution of every FFN neuron "
+                    "and attention head, pruning, compaction, adapting by pruning.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_score_parser(sub)
+    _add_prune_parser(sub)
+    _add_adapt_parser(sub)
+    _add_demo_parser(sub)
     f = sub.add_parser("fetch", help="fetch the offline task pack into the cache (done by make setup)",
                        description="Download the corpora packages from the registry, extract them and write the "
                                    "seeded task splits under $ATTPRUNE_CACHE (default ~/.cache/attprune).")
     f.add_argument("--force", action="store_true", help="download again even if the cache is complete")
     return parser
 
+
+# -- running --------------------------------------------------------------------------------
 
 def _load_model(name: str, seed: int, placement: dict | None = None):
     """A model folder or the packaged MiniLM; ``placement``: device_map / max_memory / offload_folder."""
@@ -217,13 +235,13 @@ def _load_model(name: str, seed: int, placement: dict | None = None):
 
     placement = placement or {}
     if placement and "device_map" not in placement:
-        raise ValueError("--max-memory and --offload-folder apply with --device-map (e.g. --device-map auto)")
+        raise InputError("--max-memory and --offload-folder apply with --device-map (e.g. --device-map auto)")
     if name == "minilm":
         from .models import load_minilm_classifier
         return load_minilm_classifier(seed=seed, **placement)
     path = Path(name)
     if not path.is_dir():
-        raise FileNotFoundError(f"model folder {path} does not exist (give a from_pretrained folder or 'minilm')")
+        raise MissingFileError(f"model folder {path} does not exist (give a from_pretrained folder or 'minilm')")
     config = AutoConfig.from_pretrained(path)
     arch = (getattr(config, "architectures", None) or [None])[0]
     cls = getattr(transformers, arch, None) if arch else None
@@ -234,20 +252,46 @@ def _load_model(name: str, seed: int, placement: dict | None = None):
     return model, AutoTokenizer.from_pretrained(path)
 
 
-def _score(args) -> int:
-    import shutil
+def check_writable(out: Path) -> None:
+    """Fail before any work when ``out`` cannot be created or written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        reason = err.strerror or err
+        raise InputError(f"cannot write to the output folder {out} ({reason}); choose another --out") from None
 
+
+def _read_rows(args, path) -> list[dict]:
+    from .data import read_rows
+
+    return read_rows(path, args.split)[: args.limit]
+
+
+def _batches_from(args, rows: list[dict], tokenizer, num_labels, label2id, *, label_column: str | None,
+                  task: str = "sequence") -> list[dict]:
+    """The data flags (--text-column, --max-length, --label-map...) applied to ``rows``."""
+    from .data import parse_label_map, text_batches
+
+    return text_batches(rows, tokenizer, task=task, text_column=args.text_column,
+                        label_column=label_column, text_pair_column=args.text_pair_column,
+                        max_length=args.max_length, batch_size=args.batch_size, num_labels=num_labels,
+                        label_map=parse_label_map(args.label_map), label2id=label2id)
+
+
+def _score(args) -> int:
     from .attribution import attribute, distributed
-    from .attribution.targets import task_of
+    from .attribution.objective import task_of
     from .io import write_json
 
+    config = settings_from_args(AttributionConfig, args)  # checked before anything loads
     out = Path(args.out)
-    units = tuple(u.strip() for u in args.units.split(",") if u.strip())
     rows = _read_rows(args, args.data)  # before the model: fail fast on bad data
     check_writable(out)
-    model, tokenizer = _load_model(args.model, args.seed, _placement(args))
+    model, tokenizer = _load_model(args.model, config.seed, _placement(args))
     task = task_of(model) or "sequence"
-    label_column = None if args.target == "prediction" and task == "sequence" else args.label_column
+    label_column = None if config.target == "prediction" and task == "sequence" else args.label_column
     batches = _batches_from(args, rows, tokenizer, getattr(model.config, "num_labels", None),
                             getattr(model.config, "label2id", None), task=task, label_column=label_column)
     partial = out / ".partial"
@@ -256,11 +300,8 @@ def _score(args) -> int:
         print(f"discarded the partial run in {partial} (pass --resume to continue one)")
     distributed.barrier()
     try:
-        scores = attribute(model, batches, units=units, method=args.method, steps=args.steps,
-                           quadrature=args.quadrature, target=args.target, reduce_tokens=args.reduce_tokens,
-                           dtype=DTYPES[args.dtype] if args.dtype else None, batch_size=args.rows_per_pass,
-                           progress=not args.no_progress, seed=args.seed, checkpoint=partial,
-                           checkpoint_every=args.checkpoint_every, long_inputs=args.long_inputs)
+        scores = attribute(model, batches, config, progress=not args.no_progress, resume_dir=partial,
+                           save_every=args.save_every)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"partial sums are in {partial}: run the same command with --resume to "
                                 "continue") from None
@@ -275,57 +316,25 @@ def _score(args) -> int:
     return 0
 
 
-def check_writable(out: Path) -> None:
-    """Fail before any work when ``out`` cannot be created or written."""
-    import tempfile
-
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        reason = err.strerror or err
-        raise ValueError(f"cannot write to the output folder {out} ({reason}); choose another --out") from None
-
-
-def _batches_from(args, rows: list[dict], tokenizer, num_labels, label2id, *, label_column: str | None,
-                  task: str = "sequence") -> list[dict]:
-    """The data flags (--text-column, --max-length, --label-map...) applied to ``rows``."""
-    from .data import parse_label_map, text_batches
-
-    return text_batches(rows, tokenizer, task=task, text_column=args.text_column,
-                        label_column=label_column, text_pair_column=args.text_pair_column,
-                        max_length=args.max_length, batch_size=args.batch_size, num_labels=num_labels,
-                        label_map=parse_label_map(args.label_map), label2id=label2id)
-
-
-def _read_rows(args, path) -> list[dict]:
-    from .data import read_rows
-
-    return read_rows(path, args.split)[: args.limit]
-
-
 def _adapt(args) -> int:
     from .adaptation import adapt
 
+    config = settings_from_args(AdaptConfig, args)  # checked before anything loads
     rows = _read_rows(args, args.data)  # fail fast on bad data, before the model loads
     held_out_rows = _read_rows(args, args.eval_data) if args.eval_data else None
     check_writable(Path(args.out).parent)
-    model, tokenizer = _load_model(args.model, args.seed)
-    num_labels = args.num_labels or getattr(model.config, "num_labels", None) or 2
+    model, tokenizer = _load_model(args.model, config.seed)
+    num_labels = config.num_labels or getattr(model.config, "num_labels", None) or 2
     label2id = getattr(model.config, "label2id", None)
     train = _batches_from(args, rows, tokenizer, num_labels, label2id, label_column=args.label_column)
     held_out = (_batches_from(args, held_out_rows, tokenizer, num_labels, label2id, label_column=args.label_column)
                 if held_out_rows else None)
-    result = adapt(model, train, granularity=args.granularity, sparsity=args.sparsity, head=args.head,
-                   epochs=args.epochs, lr_mask=args.lr_mask, lr_head=args.lr_head, decay=args.decay,
-                   t_forward=args.t_forward, t_backward=args.t_backward, eval_batches=held_out,
-                   progress=not args.no_progress, seed=args.seed, embeddings=args.embeddings,
-                   num_labels=num_labels, init=args.init)
+    result = adapt(model, train, config.replace(num_labels=num_labels), eval_batches=held_out,
+                   progress=not args.no_progress)
     out = result.save(args.out, tokenizer=tokenizer)
     stats = result.stats
     held_out = f"; held-out accuracy {stats['eval_accuracy']:.3f}" if "eval_accuracy" in stats else ""
-    print(f"kept {stats['kept']:,} of {stats['masked']:,} masked {args.granularity} (sparsity "
+    print(f"kept {stats['kept']:,} of {stats['masked']:,} masked {config.granularity} (sparsity "
           f"{stats['sparsity']:.1%}) after {stats['steps']} steps ({stats['stopped']}){held_out}")
     print(f"wrote {out} (attprune.apply_adapted(model, '{out}') puts the task on the pre-trained model)")
     return 0
@@ -333,19 +342,31 @@ def _adapt(args) -> int:
 
 def _prune(args) -> int:
     from .attribution import Scores
-    from .checkpoint import save_pretrained
-    from .compact import compact
+    from .compact import compact, cost_summary
     from .plan import make_plan
+    from .pretrained import save_pretrained
 
     scores_path = Path(args.scores)
     scores = Scores.load(scores_path / "scores.safetensors" if scores_path.is_dir() else scores_path)
     plan = make_plan(scores, ffn=args.ffn, heads=args.heads, scope=args.scope, normalize=args.normalize,
                      rank_by=args.rank_by, round_to=args.round_to, min_keep=args.min_keep)
     model, tokenizer = _load_model(args.model, args.seed, _placement(args))
-    print(plan.summary(model, seq_len=args.seq_len))
+    print(plan.summary())
+    print(cost_summary(model, plan, seq_len=args.seq_len))
     compact(model, plan)
     out = save_pretrained(model, args.out, tokenizer=tokenizer)
     print(f"wrote the compact model to {out} (load it with attprune.from_pretrained)")
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo import run_demo, run_task_demo
+
+    if args.quick:
+        run_demo(out=args.out, ffn=args.ffn, heads=args.heads, progress=not args.no_progress)
+    else:
+        run_task_demo(out=args.out, tasks=tuple(t for t in args.tasks.split(",") if t), n_attr=args.n_attr,
+                      max_test=args.max_test, ffn=args.ffn, full=args.full, progress=not args.no_progress)
     return 0
 
 
@@ -362,35 +383,30 @@ def _fetch(args) -> int:
     return 0
 
 
+COMMANDS = {"score": _score, "prune": _prune, "adapt": _adapt, "demo": _demo, "fetch": _fetch}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; 0 on success, 2 for bad input (one line on stderr), 130 on Ctrl-C.
+
+    Any other exception is a bug: it propagates with its traceback, after a line that says so.
+    """
     from .attribution import distributed
 
     args = build_parser().parse_args(argv)
     joined = distributed.init_from_env()  # under torchrun: one process group for the run
     try:
-        if args.command == "score":
-            return _score(args)
-        if args.command == "prune":
-            return _prune(args)
-        if args.command == "fetch":
-            return _fetch(args)
-        if args.command == "adapt":
-            return _adapt(args)
-        from .demo import run_demo, run_task_demo
-        if args.quick:
-            run_demo(out=args.out, steps=args.steps, ffn=args.ffn, heads=args.heads, progress=not args.no_progress)
-        else:
-            run_task_demo(out=args.out, tasks=tuple(t for t in args.tasks.split(",") if t), n_attr=args.n_attr,
-                          max_test=args.max_test, steps=args.steps, ffn=args.ffn, full=args.full,
-                          progress=not args.no_progress)
-        return 0
-    except (ValueError, FileNotFoundError, ImportError, KeyError, RuntimeError) as err:
+        return COMMANDS[args.command](args)
+    except AttpruneError as err:
         print(f"attprune: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
         detail = str(err) or "nothing was written under the output folder"
         print(f"attprune: interrupted; {detail}", file=sys.stderr)
         return 130
+    except Exception:
+        print(f"attprune: {REPORT_BUGS}", file=sys.stderr)
+        raise
     finally:
         if joined:
             distributed.shutdown()

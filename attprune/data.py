@@ -11,14 +11,15 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .attribution.targets import IGNORE
+from .batches import IGNORE_INDEX
+from .errors import InputError, MissingFileError, missing_dependency
 
 
 def read_rows(path: str | Path, split: str | None = None) -> list[dict]:
     """Rows of a ``.csv``/``.tsv`` (header line), ``.jsonl``/``.json`` file or a saved datasets folder."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"data path {path} does not exist")
+        raise MissingFileError(f"data path {path} does not exist")
     if path.is_dir():
         return _read_saved_dataset(path, split)
     suffix = path.suffix.lower()
@@ -32,27 +33,30 @@ def read_rows(path: str | Path, split: str | None = None) -> list[dict]:
         data = json.loads(path.read_text(encoding="utf-8"))
         rows = data if isinstance(data, list) else data.get("data", [])
     else:
-        raise ValueError(f"unsupported data file {path.name}: use .csv, .tsv, .jsonl, .json or a saved datasets folder")
+        raise InputError(f"unsupported data file {path.name}: use .csv, .tsv, .jsonl, .json or a saved datasets folder")
     if not rows:
-        raise ValueError(f"{path} holds no examples")
+        raise InputError(f"{path} holds no examples")
     return rows
 
 
 def _read_saved_dataset(path: Path, split: str | None) -> list[dict]:
-    import datasets
+    try:
+        import datasets
+    except ImportError:
+        raise missing_dependency("datasets", f"reading the saved datasets folder {path}", "datasets") from None
 
     data = datasets.load_from_disk(str(path))
     if isinstance(data, datasets.DatasetDict):
         if split is None:
             if len(data) != 1:
-                raise ValueError(f"{path} has splits {sorted(data)}: choose one with --split")
+                raise InputError(f"{path} has splits {sorted(data)}: choose one with --split")
             split = next(iter(data))
         if split not in data:
-            raise ValueError(f"{path} has no split {split!r}; it has {sorted(data)}")
+            raise InputError(f"{path} has no split {split!r}; it has {sorted(data)}")
         data = data[split]
     rows = data.to_list()
     if not rows:
-        raise ValueError(f"{path} holds no examples")
+        raise InputError(f"{path} holds no examples")
     return rows
 
 
@@ -64,7 +68,7 @@ def parse_label_map(text: str | None) -> dict[str, int] | None:
     for item in text.split(","):
         key, sep, value = item.rpartition(":")
         if not sep:
-            raise ValueError(f"bad label map entry {item!r}: use VALUE:ID pairs such as '-1:0,1:1'")
+            raise InputError(f"bad label map entry {item!r}: use VALUE:ID pairs such as '-1:0,1:1'")
         mapping[key.strip()] = int(value)
     return mapping
 
@@ -76,7 +80,7 @@ def class_ids(values: Iterable, num_labels: int, label_map: dict[str, int] | Non
     if label_map is not None:
         missing = sorted({v for v in values if v not in label_map})
         if missing:
-            raise ValueError(f"label values {missing[:5]} are not in the label map")
+            raise InputError(f"label values {missing[:5]} are not in the label map")
         ids = [label_map[v] for v in values]
     elif label2id and all(v in label2id for v in values):
         ids = [label2id[v] for v in values]
@@ -84,11 +88,11 @@ def class_ids(values: Iterable, num_labels: int, label_map: dict[str, int] | Non
         try:
             ids = [int(float(v)) for v in values]
         except ValueError:
-            raise ValueError(f"labels such as {values[0]!r} are not class ids; pass a label map "
+            raise InputError(f"labels such as {values[0]!r} are not class ids; pass a label map "
                              "(--label-map=neg:0,pos:1)") from None
     bad = sorted({i for i in ids if not 0 <= i < num_labels})
     if bad:
-        raise ValueError(f"label ids {bad[:5]} are outside [0, {num_labels}) for a model with {num_labels} "
+        raise InputError(f"label ids {bad[:5]} are outside [0, {num_labels}) for a model with {num_labels} "
                          "labels; map them with a label map (--label-map=-1:0,1:1)")
     return ids
 
@@ -102,16 +106,16 @@ def text_batches(rows: list[dict], tokenizer, *, task: str, text_column: str = "
     >>> batches = text_batches(read_rows("train.csv"), tokenizer, task="sequence", num_labels=2)
     """
     if not rows:
-        raise ValueError("no examples to tokenize")
+        raise InputError("no examples to tokenize")
     for column in (text_column, text_pair_column):
         if column is not None and column not in rows[0]:
-            raise ValueError(f"no column {column!r} in the data; columns: {sorted(rows[0])}")
+            raise InputError(f"no column {column!r} in the data; columns: {sorted(rows[0])}")
     needs_labels = task in ("sequence", "seq2seq") and label_column is not None
     if needs_labels and label_column not in rows[0]:
-        raise ValueError(f"no label column {label_column!r} in the data; columns: {sorted(rows[0])} "
+        raise InputError(f"no label column {label_column!r} in the data; columns: {sorted(rows[0])} "
                          "(use --label-column, or --target prediction without labels)")
     if task == "token":
-        raise ValueError("token-classification data needs per-token labels: build batches in Python "
+        raise InputError("token-classification data needs per-token labels: build batches in Python "
                          "(see the README) and call attprune.attribute")
     batches = []
     for start in range(0, len(rows), batch_size):
@@ -126,9 +130,9 @@ def text_batches(rows: list[dict], tokenizer, *, task: str, text_column: str = "
         elif task == "seq2seq" and needs_labels:
             target = tokenizer(text_target=[str(r[label_column]) for r in chunk], padding=True, truncation=True,
                                max_length=max_length, return_tensors="pt")
-            batch["labels"] = target["input_ids"].masked_fill(target["attention_mask"] == 0, IGNORE)
+            batch["labels"] = target["input_ids"].masked_fill(target["attention_mask"] == 0, IGNORE_INDEX)
         elif task == "causal":
-            batch["labels"] = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, IGNORE)
+            batch["labels"] = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, IGNORE_INDEX)
         batches.append(batch)
     return batches
 
@@ -143,10 +147,10 @@ def accuracy(model: nn.Module, batches: list[dict]) -> float:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         predicted = model(**inputs).logits.argmax(-1)
         labels = batch["labels"]
-        keep = labels != IGNORE
+        keep = labels != IGNORE_INDEX
         correct += int((predicted[keep] == labels[keep]).sum())
         total += int(keep.sum())
     model.train(was_training)
     if total == 0:
-        raise ValueError("no labelled examples to evaluate")
+        raise InputError("no labelled examples to evaluate")
     return correct / total

@@ -7,22 +7,27 @@ module's parameters sit on the meta device, its real tensors live in its hook's
 attprune reads and rewrites weights only through this module, so attribution, masking and
 compaction treat both kinds of model the same:
 
->>> with materialized(projection):            # real tensors on the execution device
+>>> with align_module_device(projection):     # accelerate's: real tensors on the execution device
 ...     weight = projection.weight.detach()
 >>> write(projection, "weight", smaller)      # an offloaded module stays offloaded
 
-Reading and writing need no accelerate (its hooks are recognised by the attributes they
-carry); ``device_map_for`` and ``dispatch`` place a model with it.
+Offloaded modules are recognised with accelerate's ``has_offloaded_params``; what accelerate
+has no helper for (a module's execution device through nested hooks, reading and replacing
+one tensor of an offload store) is done here.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from typing import Iterator
 
+import accelerate
 import torch
+from accelerate import init_empty_weights
+from accelerate.utils import get_balanced_memory, has_offloaded_params, offload_state_dict
 from torch import nn
+
+from .errors import InputError
 
 
 def _align_hook(module: nn.Module):
@@ -34,9 +39,21 @@ def _align_hook(module: nn.Module):
     return None
 
 
+def empty_model(cls: type[nn.Module], config) -> nn.Module:
+    """``cls(config)`` with its parameters on the meta device (no memory; buffers stay real:
+    rotary tables and position ids are computed, not loaded), tied weights tied as usual."""
+    with init_empty_weights():
+        model = cls(config)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()  # accelerate's context gives every registered parameter a new object
+    return model
+
+
 def _offload_hook(module: nn.Module):
-    hook = _align_hook(module)
-    return hook if hook is not None and hook.offload and hook.weights_map is not None else None
+    """The module's offloading hook, when its own parameters live in the hook's store."""
+    if has_offloaded_params(module) and module._hf_hook.weights_map is not None:
+        return module._hf_hook
+    return None
 
 
 def is_offloaded(module: nn.Module) -> bool:
@@ -50,7 +67,7 @@ def check_offload_layout(model: nn.Module) -> None:
     for name, module in model.named_modules():
         hook = _offload_hook(module)
         if hook is not None and getattr(hook, "place_submodules", False) and next(module.children(), None):
-            raise ValueError(f"{name or type(model).__name__} offloads the weights of its submodules in one hook "
+            raise InputError(f"{name or type(model).__name__} offloads the weights of its submodules in one hook "
                              "(accelerate's preload_module_classes); attprune needs every offloaded module to hold "
                              "its own: dispatch without preload_module_classes (transformers' device_map does)")
 
@@ -91,21 +108,6 @@ def execution_devices(model: nn.Module) -> set[torch.device]:
              if (h := _align_hook(m)) is not None and h.execution_device is not None}
     found.update(t.device for t in (*model.parameters(), *model.buffers()) if t.device.type != "meta")
     return found or {torch.device("cpu")}
-
-
-@contextlib.contextmanager
-def materialized(module: nn.Module) -> Iterator[nn.Module]:
-    """Within the block, an offloaded module's parameters are real tensors on its execution
-    device (as during its forward); a module that is not offloaded is left as it is."""
-    hook = _offload_hook(module)
-    if hook is None:
-        yield module
-        return
-    hook.pre_forward(module)
-    try:
-        yield module
-    finally:
-        hook.post_forward(module, None)
 
 
 def read(module: nn.Module, name: str) -> torch.Tensor:
@@ -167,26 +169,14 @@ def is_dispatch_map(device_map) -> bool:
     return isinstance(device_map, dict) or (isinstance(device_map, str) and device_map in DISPATCH_MAPS)
 
 
-def accelerate_needed(what: str):
-    """The accelerate module, or an ImportError saying what needs it."""
-    try:
-        import accelerate
-    except ImportError as err:
-        raise ImportError(f"{what} needs accelerate: pip install accelerate") from err
-    return accelerate
-
-
 def device_map_for(model: nn.Module, device_map: str | dict, max_memory: dict | None = None) -> dict:
     """A {module: device} map for ``"auto"`` / ``"balanced"`` / ``"balanced_low_0"`` /
     ``"sequential"`` (as transformers computes it: whole decoder blocks stay on one device)."""
     if isinstance(device_map, dict):
         if max_memory is not None:
-            raise ValueError("max_memory sizes an inferred device_map ('auto', 'balanced', 'sequential'); "
+            raise InputError("max_memory sizes an inferred device_map ('auto', 'balanced', 'sequential'); "
                              "with a {module: device} dict it would be ignored: leave it out")
         return device_map
-    accelerate = accelerate_needed(f"device_map={device_map!r}")
-    from accelerate.utils import get_balanced_memory
-
     no_split = getattr(model, "_no_split_modules", None)
     if device_map != "sequential":
         max_memory = get_balanced_memory(model, max_memory, no_split_module_classes=no_split,
@@ -201,14 +191,11 @@ def dispatch(model: nn.Module, device_map: str | dict, max_memory: dict | None =
 
     >>> model = dispatch(model, "auto", max_memory={0: "20GiB", "cpu": "60GiB"}, offload_folder="offload")
     """
-    accelerate = accelerate_needed(f"device_map={device_map!r}")
-    from accelerate.utils import offload_state_dict
-
     placement = device_map_for(model, device_map, max_memory)
     on_disk = {k: v for k, v in model.state_dict().items() if device_of(k, placement) == "disk"}
     if on_disk:
         if offload_folder is None:
-            raise ValueError(f"device_map={device_map!r} puts weights on disk: pass offload_folder (CLI: "
+            raise InputError(f"device_map={device_map!r} puts weights on disk: pass offload_folder (CLI: "
                              "--offload-folder) or a larger max_memory")
         # written here, always: accelerate would reuse any index.json already in the folder
         offload_state_dict(str(offload_folder), on_disk)
@@ -219,5 +206,5 @@ def device_of(key: str, device_map: dict) -> str | int | torch.device:
     """The device ``device_map`` gives tensor ``key`` (the entry of its longest module prefix)."""
     owners = [m for m in device_map if m == "" or key == m or key.startswith(m + ".")]
     if not owners:
-        raise ValueError(f"device_map gives no device for {key}")
+        raise InputError(f"device_map gives no device for {key}")
     return device_map[max(owners, key=len)]

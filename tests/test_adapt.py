@@ -1,6 +1,6 @@
 """Adapting by pruning: the estimator against a hand-derived step, the stopping rule,
-recovery, bit-identical kept weights, bit-packed round trips, the structured variant's
-compaction, the baselines, and clear errors."""
+recovery, bit-identical kept weights, bit-packed round trips (and old folders), the
+settings object, the structured variant's compaction, the baselines, and clear errors."""
 
 import copy
 import json
@@ -12,6 +12,7 @@ from torch import nn
 
 import attprune
 from attprune.adaptation import (
+    AdaptConfig,
     AdaptedMismatchError,
     LayerWeightedHead,
     MaskScores,
@@ -34,7 +35,8 @@ from attprune.adaptation.baselines import (
 )
 from attprune.adaptation.model import encoder_features
 from attprune.adaptation.targets import masked_weights
-from attprune.adaptation.train import MaskTrainer
+from attprune.adaptation.train import MaskTrainer, auto_decay
+from attprune.errors import InputError
 
 
 def batches(model, n=3, batch_size=4, seed=1):
@@ -163,7 +165,111 @@ def test_saved_task_reloads_with_one_bit_per_weight(model, tmp_path):
     reloaded = apply_adapted(model, path)
     inputs = {k: v for k, v in data[0].items() if k != "labels"}
     assert torch.equal(reloaded(**inputs).logits, result.model(model)(**inputs).logits)
-    assert json.loads((path / "adapter_config.json").read_text())["config"]["head"] == "linear"
+    assert json.loads((path / "attprune_adapted.json").read_text())["config"]["head"] == "linear"
+
+
+def old_pack_bits(mask):
+    """The hand-written packer that defined the saved format (the reference for np.packbits)."""
+    weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
+    flat = mask.flatten().to(torch.uint8)
+    flat = torch.cat([flat, flat.new_zeros(-flat.numel() % 8)])
+    return (flat.view(-1, 8) * weights).sum(1, dtype=torch.uint8)
+
+
+def test_pack_bits_equals_the_previous_packer_on_odd_sizes():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        dims = int(torch.randint(1, 4, (1,), generator=generator))
+        shape = tuple(int(2 * n + 1) for n in torch.randint(0, 9, (dims,), generator=generator))
+        mask = torch.rand(shape, generator=generator) > 0.5
+        assert torch.equal(pack_bits(mask), old_pack_bits(mask)), shape
+        assert torch.equal(unpack_bits(old_pack_bits(mask), shape), mask), shape
+    with pytest.raises(AdaptedMismatchError, match="needs 1 bytes, found 2"):
+        unpack_bits(torch.zeros(2, dtype=torch.uint8), (3,))
+
+
+# -- the settings object and the saved folder ---------------------------------------------
+
+
+def test_the_config_round_trips_through_the_saved_folder(model, tmp_path):
+    data = batches(model)
+    config = AdaptConfig(sparsity=0.7, epochs=2, lr_head=1e-3, decay="auto", head="linear", init="magnitude", seed=4)
+    result = attprune.adapt(model, data, config, progress=False)
+    assert result.config is config
+    path = result.save(tmp_path / "task")
+    assert sorted(p.name for p in path.iterdir()) == ["attprune_adapted.json", "head.safetensors",
+                                                      "masks.safetensors"]
+    assert AdaptConfig.from_pretrained(path) == config
+    saved = json.loads((path / "attprune_adapted.json").read_text())
+    assert saved["config"] == config.to_dict() and saved["config"]["decay"] == "auto"
+    expected = auto_decay(0.7, 2 * len(data), config.init_mean, config.init_std)
+    assert saved["stats"]["decay"] == result.stats["decay"] == expected > 0  # the push actually used
+
+
+def test_a_folder_in_the_old_layout_still_loads(model, tmp_path):
+    from safetensors.torch import save_file
+
+    data = batches(model)
+    result = attprune.adapt(model, data, sparsity=0.6, epochs=1, lr_head=1e-3, decay="auto", progress=False)
+    path = result.save(tmp_path / "task")
+    new = json.loads((path / "attprune_adapted.json").read_text())
+    (path / "attprune_adapted.json").unlink()
+    # as written before the rename: adapter_config.json, a top-level granularity, the resolved
+    # settings in "config", masks from the hand-written packer
+    old = {"format": "attprune.adapted/1", "granularity": "weights",
+           "config": dict(new["config"], decay=result.stats["decay"], num_labels=3, optimizer="adam"),
+           "head": new["head"], "stats": {k: v for k, v in new["stats"].items() if k != "decay"},
+           "targets": new["targets"], "fingerprint": new["fingerprint"]}
+    (path / "adapter_config.json").write_text(json.dumps(old))
+    save_file({name: old_pack_bits(mask) for name, mask in result.masks.items()}, str(path / "masks.safetensors"))
+    inputs = {k: v for k, v in data[0].items() if k != "labels"}
+    assert torch.equal(apply_adapted(model, path)(**inputs).logits, result.model(model)(**inputs).logits)
+    assert AdaptConfig.from_pretrained(path) == result.config.replace(decay=result.stats["decay"], num_labels=3)
+    (path / "adapter_config.json").write_text(json.dumps(dict(old, format="other/1")))
+    with pytest.raises(AdaptedMismatchError, match="has format 'other/1'"):
+        apply_adapted(model, path)
+
+
+def test_keywords_override_the_config(model):
+    data = batches(model, n=2)
+    config = AdaptConfig(sparsity=0.2, epochs=3, lr_head=1e-3)
+    result = attprune.adapt(model, data, config=config, epochs=1, seed=5, progress=False)
+    assert result.config == config.replace(epochs=1, seed=5) and config.epochs == 3
+    assert result.stats["steps"] == len(data)  # one epoch (0.2 is below the initial share: no early stop)
+
+
+def test_an_unknown_keyword_is_a_type_error(model):
+    with pytest.raises(TypeError, match="unexpected keyword argument.*lr"):
+        attprune.adapt(model, batches(model), lr=1e-3, progress=False)
+    with pytest.raises(InputError, match="expected a AdaptConfig"):
+        attprune.adapt(model, batches(model), {"sparsity": 0.5}, progress=False)
+
+
+@pytest.mark.parametrize("changes, match", [
+    (dict(epochs=0), "epochs must be an integer >= 1"),
+    (dict(epochs=1.5), "epochs must be an integer >= 1"),
+    (dict(decay=-1e-3), "decay must be a number >= 0 or 'auto'"),
+    (dict(granularity="units", embeddings=True), "embeddings are masked only with granularity='weights'"),
+    (dict(num_labels=1), "num_labels must be an integer >= 2"),
+    (dict(t_backward=0.0), "t_backward must be a number > 0"),
+    (dict(init="xavier"), "unknown init"),
+])
+def test_the_config_checks_its_fields(changes, match):
+    with pytest.raises(InputError, match=match):
+        AdaptConfig(**changes)
+    with pytest.raises(InputError, match=match):
+        AdaptConfig().replace(**changes)
+
+
+def test_a_baseline_records_its_config_and_reloads(model, tmp_path):
+    data = batches(model)
+    result = fit_head(model, data, random_masks(model, 0.75), epochs=1, lr=1e-3, method="random")
+    assert result.config == AdaptConfig(sparsity=result.config.sparsity, epochs=1, lr_mask=0.0, lr_head=1e-3,
+                                        decay=0.0)
+    assert abs(result.config.sparsity - 0.75) < 1e-3 and result.stats["method"] == "random"
+    inputs = {k: v for k, v in data[0].items() if k != "labels"}
+    reloaded = apply_adapted(model, result.save(tmp_path / "random"))
+    assert torch.equal(reloaded(**inputs).logits, result.model(model)(**inputs).logits)
 
 
 def test_units_variant_gives_a_plan_that_compacts_to_the_masked_model(model):

@@ -105,7 +105,7 @@ def test_chunked_steps_equal_one_pass():
     whole = attprune.attribute(model, [batch], steps=7, progress=False)
     rows = batch["input_ids"].shape[0]
     for batch_size in (rows, 2 * rows, 3 * rows):
-        chunked = attprune.attribute(model, [batch], steps=7, batch_size=batch_size, progress=False)
+        chunked = attprune.attribute(model, [batch], steps=7, internal_batch_size=batch_size, progress=False)
         for path, s in whole.sites.items():
             torch.testing.assert_close(chunked.sites[path].sum, s.sum, rtol=1e-10, atol=1e-14)
 

@@ -146,11 +146,11 @@ def test_data_helpers(tmp_path):
 
 
 def test_ctrl_c_then_resume(tiny_model_dir, review_csv, tmp_path, capsys, monkeypatch):
-    from attprune.attribution import api
+    from attprune.attribution.methods import ig
 
     args = ["score", "--model", str(tiny_model_dir), "--data", str(review_csv), "--label-map=-1:0,1:1",
-            "--steps", "3", "--batch-size", "1", "--checkpoint-every", "1", "--no-progress"]
-    real, calls = api.ig.ig_site, []
+            "--steps", "3", "--batch-size", "1", "--save-every", "1", "--no-progress"]
+    real, calls = ig.ig_site, []
 
     def interrupted_on_the_third_batch(runner, clean, site, *a, **kw):
         calls.append(site.path)
@@ -158,12 +158,12 @@ def test_ctrl_c_then_resume(tiny_model_dir, review_csv, tmp_path, capsys, monkey
             raise KeyboardInterrupt
         return real(runner, clean, site, *a, **kw)
 
-    monkeypatch.setattr(api.ig, "ig_site", interrupted_on_the_third_batch)
+    monkeypatch.setattr(ig, "ig_site", interrupted_on_the_third_batch)
     out = tmp_path / "out"
     assert main(args + ["--out", str(out)]) == 130
     assert "--resume" in capsys.readouterr().err and (out / ".partial").is_dir()
     assert not (out / "scores.safetensors").exists()
-    monkeypatch.setattr(api.ig, "ig_site", real)
+    monkeypatch.setattr(ig, "ig_site", real)
     assert main(args + ["--out", str(out), "--resume"]) == 0
     assert main(args + ["--out", str(tmp_path / "fresh")]) == 0
     resumed = attprune.Scores.load(out / "scores.safetensors")
@@ -181,3 +181,18 @@ def test_unwritable_output_exits_2_before_any_work(tiny_model_dir, review_csv, t
                      "--out", str(blocker / "out"), "--no-progress"])
         assert code == 2 and "cannot write to the output folder" in capsys.readouterr().err
     assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("bug", [KeyError("site"), RuntimeError("shape mismatch"), ValueError("internal")])
+def test_an_internal_error_keeps_its_traceback(tiny_model_dir, review_csv, tmp_path, capsys, monkeypatch, bug):
+    """Only attprune's own errors (bad input) become one line and exit 2; a bug propagates."""
+    from attprune.attribution.methods import ig
+
+    def broken(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(ig, "ig_site", broken)
+    with pytest.raises(type(bug)):
+        main(["score", "--model", str(tiny_model_dir), "--data", str(review_csv), "--label-map=-1:0,1:1",
+              "--steps", "2", "--out", str(tmp_path / "o"), "--no-progress"])
+    assert "this is a bug in attprune: please report it" in capsys.readouterr().err

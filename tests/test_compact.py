@@ -73,15 +73,34 @@ def test_mask_zeroes_exactly_the_pruned_features():
     site = attprune.find_sites(model, units=("heads",))[1]
     module = model.get_submodule(site.path)
     seen = {}
-    hook = module.register_forward_hook(lambda m, a, out: seen.update(x=a[0].clone(), z=out.clone()))
+    # registered before the mask, so its pre-hook sees the input the mask then scales
+    hooks = [module.register_forward_pre_hook(lambda m, a: seen.update(x=a[0].clone())),
+             module.register_forward_hook(lambda m, a, out: seen.update(z=out.clone()))]
     with attprune.mask(model, plan):
         logits(model, model_inputs(model, tiny.batch_for(model)))
-    hook.remove()
+    for hook in hooks:
+        hook.remove()
     keep = torch.zeros(site.n_units, site.unit_size, dtype=torch.float64)
     keep[plan.heads[site.path]] = 1
     expected = torch.nn.functional.linear(seen["x"] * keep.flatten(), module.weight, module.bias)
     torch.testing.assert_close(seen["z"], expected)
     assert not torch.allclose(seen["z"], module(seen["x"]))
+
+
+def test_masks_are_hooks_removable_in_any_order():
+    """Two masks on one model: removing the first one first leaves exactly the second."""
+    model = tiny.bert_cls()
+    inputs = model_inputs(model, tiny.batch_for(model))
+    dense = logits(model, inputs)
+    first, second = aggressive_plan(model, empty=False), attprune.make_plan(
+        attprune.attribute(model, None, method="random", seed=1), ffn=0.5)
+    with attprune.mask(model, second):
+        only_second = logits(model, inputs)
+    a, b = attprune.mask(model, first), attprune.mask(model, second)
+    a.remove()
+    torch.testing.assert_close(logits(model, inputs), only_second, rtol=0, atol=0)
+    b.remove()
+    torch.testing.assert_close(logits(model, inputs), dense, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("family", ["t5", "t5-gated", "llama", "qwen2", "gpt2"])

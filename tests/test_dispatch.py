@@ -13,7 +13,7 @@ import transformers as tf
 
 import attprune
 from attprune import devices
-from attprune.checkpoint import CheckpointError
+from attprune.errors import CheckpointError
 from attprune.cli import main
 
 import tiny

@@ -23,7 +23,6 @@ def batch(model):
     (dict(steps=2.5), "steps must be an integer >= 1"),
     (dict(method="shap"), "unknown method 'shap'"),
     (dict(quadrature="simpson"), "unknown quadrature 'simpson'"),
-    (dict(baseline="blur"), "unknown baseline"),
     (dict(reduce_tokens="median"), "unknown reduce_tokens"),
     (dict(units="ffn"), "must be a tuple"),
     (dict(units=("neurons",)), "units must be a non-empty subset"),
@@ -33,6 +32,11 @@ def batch(model):
 def test_bad_arguments(model, batch, kwargs, match):
     with pytest.raises(ValueError, match=match):
         attprune.attribute(model, [batch], progress=False, **kwargs)
+
+
+def test_unknown_setting_is_a_type_error_naming_it(model, batch):
+    with pytest.raises(TypeError, match="unexpected keyword argument.*baseline"):
+        attprune.attribute(model, [batch], progress=False, baseline="blur")
 
 
 def test_missing_labels_for_label_target(model, batch):

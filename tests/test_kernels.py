@@ -69,14 +69,42 @@ def test_ig_attribute_matches_reference(backend, shape, strided):
 
 
 @pytest.mark.parametrize("backend", FAST)
-def test_ig_attribute_baseline_and_accumulation(backend):
+def test_ig_attribute_accumulates_chunks_of_steps(backend):
     _need(backend)
     grads, w, weight, x, mask = _inputs(6, 2, 7, 13, 12, device=_device(backend))
-    baseline = torch.randn(12).to(x)  # broadcast over examples and tokens
-    expected = reference.ig_attribute(grads, w, weight, x, mask, 4, x_baseline=baseline)
-    out = ops.ig_attribute(grads[:4], w[:4], weight, x, mask, 4, x_baseline=baseline, backend=backend)
-    out = ops.ig_attribute(grads[4:], w[4:], weight, x, mask, 4, x_baseline=baseline, out=out, backend=backend)
+    expected = reference.ig_attribute(grads, w, weight, x, mask, 4)
+    out = ops.ig_attribute(grads[:4], w[:4], weight, x, mask, 4, backend=backend)
+    out = ops.ig_attribute(grads[4:], w[4:], weight, x, mask, 4, out=out, backend=backend)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+@pytest.mark.parametrize("shape", SHAPES[:3], ids=lambda s: "x".join(map(str, s)))
+def test_step_scores_of_every_backend_equal_the_path_that_runs(backend, reduce, shape):
+    """``IGStepScores`` is what per-site IG runs: the torch backend (the default) is the reference."""
+    _need(backend)
+    *dims, unit = shape
+    grads, w, weight, x, mask = _inputs(*dims, device=_device(backend), seed=5)
+
+    def scores(name):
+        acc = ops.IGStepScores(weight, x, mask, unit, reduce, backend=name)
+        for part in range(0, dims[0], 2):  # chunks of two steps
+            acc.add(grads[part:part + 2], w[part:part + 2])
+        return acc.scores()
+
+    expected = scores("torch")
+    torch.testing.assert_close(scores(backend), expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+
+
+def test_native_op_has_a_fake_implementation_for_tracing():
+    _need("native")
+    grads, w, weight, x, mask = _inputs(3, 2, 7, 13, 10)
+    torch.library.opcheck(torch.ops.attprune.ig_attribute.default, (grads, w, weight, x, mask, 2))
+    compiled = torch.compile(lambda *args: torch.ops.attprune.ig_attribute(*args) * 2, fullgraph=True,
+                             backend="eager")
+    torch.testing.assert_close(compiled(grads, w, weight, x, mask, 2),
+                               2 * reference.ig_attribute(grads, w, weight, x, mask, 2), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("backend", FAST)
@@ -89,16 +117,19 @@ def test_ig_attribute_low_precision_inputs(backend, dtype):
     torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2 * expected.abs().max().item())
 
 
-@pytest.mark.parametrize("full_baseline", [False, True])
-def test_ig_interpolate_matches_reference(full_baseline):
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_ig_interpolate_matches_reference(with_bias):
     _need("triton")
     g = torch.Generator().manual_seed(3)
     z = torch.randn(3, 7, 21, generator=g).to(DEVICE)
-    base = (torch.randn(3, 7, 21, generator=g) if full_baseline else torch.randn(1, 1, 21, generator=g)).to(DEVICE)
+    bias = torch.randn(21, generator=g).to(DEVICE) if with_bias else None
     alphas = torch.tensor([0.1, 0.45, 0.8, 1.0])
-    got = ops.ig_interpolate(z, base, alphas, backend="triton")
-    torch.testing.assert_close(got, reference.ig_interpolate(z, base, alphas), rtol=1e-6, atol=1e-6)
+    got = ops.ig_interpolate(z, bias, alphas, backend="triton")
+    expected = reference.ig_interpolate(z, bias, alphas)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
     assert got.shape == (4 * 3, 7, 21)
+    first_node = expected[:3] if bias is None else expected[:3] - bias  # Z_k - b = alpha_k (Z - b)
+    torch.testing.assert_close(first_node, 0.1 * (z if bias is None else z - bias))
 
 
 @pytest.mark.parametrize("backend", FAST)
@@ -109,7 +140,7 @@ def test_attribute_with_fused_backend_equals_torch(backend, family, reduce):
     model = tiny.FAMILIES[family](dtype=torch.float32).to(_device(backend))
     batch = {k: v.to(_device(backend)) for k, v in tiny.batch_for(model).items()}
     expected = attprune.attribute(model, [batch], steps=5, reduce_tokens=reduce, backend="torch", progress=False)
-    got = attprune.attribute(model, [batch], steps=5, reduce_tokens=reduce, backend=backend, batch_size=6,
+    got = attprune.attribute(model, [batch], steps=5, reduce_tokens=reduce, backend=backend, internal_batch_size=6,
                              progress=False)
     assert got.meta["backend"] == backend
     for path, s in expected.sites.items():

@@ -1,24 +1,36 @@
-"""What gets installed: every attprune package, the Triton kernels as attprune.kernels."""
+"""What gets installed and what ``import attprune`` loads."""
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
+
+from setuptools import find_packages
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_package_is_listed_in_pyproject():
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+def test_every_attprune_package_is_installed_and_no_top_level_kernels():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    installed = set(find_packages(ROOT, include=config["include"]))
     on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "attprune").rglob("__init__.py")}
-    listed = set(config["packages"])
-    assert on_disk - listed == set(), "add these packages to [tool.setuptools] packages in pyproject.toml"
-    assert config["package-dir"]["attprune.kernels"] == "kernels/triton"
-    assert (ROOT / "kernels" / "triton" / "__init__.py").is_file()
+    assert installed == on_disk and "attprune.ops.triton" in installed
+    assert not any(p == "kernels" or p.startswith("kernels.") for p in installed)
+    assert not (ROOT / "kernels" / "__init__.py").exists()  # native sources only
 
 
-def test_kernels_install_under_attprune_not_as_a_top_level_package():
-    import attprune.kernels
+def test_triton_kernels_live_inside_the_package():
     from transformers.utils import import_utils
 
-    assert Path(attprune.kernels.__file__).parent == ROOT / "kernels" / "triton"
-    assert not (ROOT / "kernels" / "__init__.py").exists()  # transformers probes for a "kernels" package
-    assert not import_utils.is_kernels_available()
+    import attprune.ops.triton
+
+    assert Path(attprune.ops.triton.__file__).parent == ROOT / "attprune" / "ops" / "triton"
+    assert not import_utils.is_kernels_available()  # transformers finds no "kernels" package of ours
+
+
+def test_the_core_import_is_light():
+    """``import attprune`` loads no task harness, plotting, datasets or Triton (extras)."""
+    probe = ("import sys, attprune; print(sorted(m for m in ('attprune.tasks', 'attprune.demo', 'matplotlib', "
+             "'datasets', 'triton', 'captum') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

@@ -5,6 +5,7 @@ import torch
 
 import attprune
 from attprune.attribution.scores import Scores, SiteScores
+from attprune.compact.cost import cost_summary, model_cost, plan_cost
 
 import tiny
 
@@ -115,9 +116,8 @@ def test_plan_save_load_and_mismatch(tmp_path):
 def test_summary_reports_params_and_flops():
     model = tiny.gpt2(dtype=torch.float32)
     plan = attprune.make_plan(attprune.attribute(model, None, method="magnitude"), ffn=0.5, heads=0.5)
-    text = plan.summary(model)
+    text = cost_summary(model, plan)
     assert "parameters:" in text and "FLOPs per token at seq 128" in text and "ideal speedup" in text
-    from attprune.plan.cost import model_cost, plan_cost
     cost = plan_cost(model, plan)
     attprune.compact(model, plan)
     assert model_cost(model)[0] == cost["params_after"] == sum(p.numel() for p in model.parameters())

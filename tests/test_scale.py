@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import attprune
-from attprune.attribution.partial import CheckpointMismatchError
+from attprune.errors import ResumeMismatchError
 
 import tiny
 
@@ -45,8 +45,8 @@ KILLED_RUN = textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGKILL)
             yield batch
 
-    attprune.attribute(model, dies_at_batch_5(), method="ig", steps=4, checkpoint={folder!r},
-                       checkpoint_every=2, progress=False)
+    attprune.attribute(model, dies_at_batch_5(), method="ig", steps=4, resume_dir={folder!r},
+                       save_every=2, progress=False)
 """)
 
 
@@ -58,28 +58,68 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     saved = attprune.Scores.load(folder / "partial-rank0-of1.safetensors")
     assert saved.meta["next_batch"] == 4 and saved.n_examples == 8  # batches 0-3 scored, checkpointed
     model = tiny.bert_cls()
-    resumed = attprune.attribute(model, tiny_batches(model), method="ig", steps=4, checkpoint=folder,
-                                 checkpoint_every=2, progress=False)
+    resumed = attprune.attribute(model, tiny_batches(model), method="ig", steps=4, resume_dir=folder,
+                                 save_every=2, progress=False)
     reference = attprune.attribute(model, tiny_batches(model), method="ig", steps=4, progress=False)
     assert_same_scores(resumed, reference, atol=0)
     assert not folder.exists()  # cleared once complete
 
 
+class BreaksAtTwo:
+    """7 batches (it has a length) whose reading fails at batch 2."""
+
+    def __init__(self, model):
+        self.batches = tiny_batches(model)
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        for i, batch in enumerate(self.batches):
+            if i == 2:
+                raise ZeroDivisionError
+            yield batch
+
+
+def interrupted_after_two_batches(model, folder):
+    """A run interrupted at batch 2: its partial file holds batches 0 and 1."""
+    with pytest.raises(ZeroDivisionError):
+        attprune.attribute(model, BreaksAtTwo(model), method="ig", steps=4, resume_dir=folder, save_every=1,
+                           progress=False)
+
+
 def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
     model = tiny.bert_cls()
     folder = tmp_path / "partial"
-    with pytest.raises(ZeroDivisionError):
-        def breaks_after_two():
-            for i, batch in enumerate(tiny_batches(model)):
-                if i == 2:
-                    raise ZeroDivisionError
-                yield batch
-        attprune.attribute(model, breaks_after_two(), method="ig", steps=4, checkpoint=folder, checkpoint_every=1,
-                           progress=False)
-    with pytest.raises(CheckpointMismatchError, match="other settings"):
-        attprune.attribute(model, tiny_batches(model), method="ig", steps=5, checkpoint=folder, progress=False)
-    with pytest.raises(ValueError, match="checkpoint_every"):
-        attprune.attribute(model, tiny_batches(model), checkpoint=folder, checkpoint_every=0, progress=False)
+    interrupted_after_two_batches(model, folder)
+    with pytest.raises(ResumeMismatchError, match="differs in its settings \\(steps: 4 then, 5 now\\)"):
+        attprune.attribute(model, tiny_batches(model), method="ig", steps=5, resume_dir=folder, progress=False)
+    with pytest.raises(ValueError, match="save_every"):
+        attprune.attribute(model, tiny_batches(model), resume_dir=folder, save_every=0, progress=False)
+
+
+def test_resume_refuses_other_data_or_weights_naming_what_differs(tmp_path):
+    model = tiny.bert_cls()
+    folder = tmp_path / "partial"
+    interrupted_after_two_batches(model, folder)
+    run = dict(method="ig", steps=4, resume_dir=folder, progress=False)
+    other_rows = [tiny.batch_for(model, batch_size=2, seq_len=6, seed=100 + s) for s in range(7)]
+    with pytest.raises(ResumeMismatchError, match=r"differs in the data \(the first 2 batches hold other values"):
+        attprune.attribute(model, other_rows, **run)
+    with pytest.raises(ResumeMismatchError, match=r"the data's length \(7 batches then, 6 now\)"):
+        attprune.attribute(model, tiny_batches(model, n=6), **run)
+    with pytest.raises(ResumeMismatchError, match=r"the data \(1 batches now; the run had scored 2\)"):
+        attprune.attribute(model, iter(tiny_batches(model, n=1)), **run)  # no length: found on reading
+    tuned = tiny.bert_cls()
+    with torch.no_grad():
+        tuned.classifier.bias.add_(1e-6)  # "another fine-tuned model of the same class and name"
+    with pytest.raises(ResumeMismatchError, match="differs in the model's weights"):
+        attprune.attribute(tuned, tiny_batches(model), **run)
+    # the same data and weights still resume, to the uninterrupted scores
+    resumed = attprune.attribute(model, iter(tiny_batches(model)), **run)
+    assert_same_scores(resumed, attprune.attribute(model, tiny_batches(model), method="ig", steps=4,
+                                                   progress=False), atol=0)
+    assert not folder.exists()
 
 
 def score_command(model_dir, data, out, *launcher):
@@ -106,25 +146,26 @@ def test_torchrun_two_gloo_processes_equal_one_process(float64_model_dir, eleven
 
 
 def test_memory_budget_sets_the_chunk_and_oom_halves_it(monkeypatch):
-    from attprune.attribution import api, memory
+    from attprune.attribution import memory
+    from attprune.attribution.methods import ig
 
     assert memory.parse_memory("1.5GiB") == 3 * 2**29 and memory.parse_memory("2 MB") == 2 * 10**6
     for bad in ("lots", "-1GB", 0, "0B"):
-        with pytest.raises(ValueError, match="max_memory"):
+        with pytest.raises(ValueError, match="memory_budget"):
             memory.parse_memory(bad)
     model = tiny.bert_cls()
     batches = tiny_batches(model, n=2)
     reference = attprune.attribute(model, batches, steps=6, progress=False)
     chunks = []
-    real = api.ig.ig_site
+    real = ig.ig_site
 
     def record(*args, chunk, **kwargs):
         chunks.append(chunk)
         return real(*args, chunk=chunk, **kwargs)
 
-    monkeypatch.setattr(api.ig, "ig_site", record)
+    monkeypatch.setattr(ig, "ig_site", record)
     per_token = memory.bytes_per_token(model.config, 6, 8)
-    tight = attprune.attribute(model, batches, steps=6, max_memory=per_token * 2 * 6 * 3, progress=False)
+    tight = attprune.attribute(model, batches, steps=6, memory_budget=per_token * 2 * 6 * 3, progress=False)
     assert set(chunks) == {3}  # 3 steps x 2 rows x 6 tokens fit
     assert_same_scores(tight, reference, atol=1e-12)
 
@@ -136,7 +177,7 @@ def test_memory_budget_sets_the_chunk_and_oom_halves_it(monkeypatch):
             raise torch.OutOfMemoryError("simulated")
         return real(*args, chunk=chunk, **kwargs)
 
-    monkeypatch.setattr(api.ig, "ig_site", out_of_memory_above_two)
+    monkeypatch.setattr(ig, "ig_site", out_of_memory_above_two)
     backed_off = attprune.attribute(model, batches, steps=6, progress=False)
     assert chunks[:2] == [6, 3] and 1 <= chunks[2] <= 2
     assert_same_scores(backed_off, reference, atol=1e-12)

@@ -4,7 +4,9 @@ import pytest
 from torch import nn
 
 import attprune
-from attprune.sites import UnsupportedModelError, find_embeddings
+from attprune.architectures import unregister_architecture
+from attprune.errors import UnsupportedModelError
+from attprune.sites import find_embeddings
 
 import tiny
 
@@ -99,13 +101,11 @@ def test_register_custom_architecture():
         sites = attprune.find_sites(model)
         assert len(sites) == 4
         with pytest.raises(ValueError, match="already has the spec"):
-            attprune.register_architecture(attprune.sites.families.BERT.__class__(
-                **{**spec.__dict__, "name": "other"}))
+            attprune.register_architecture(attprune.ArchSpec(**{**spec.__dict__, "name": "other"}))
         scores = attprune.attribute(model, [tiny.batch_for(model)], steps=2, progress=False)
         assert set(scores.sites) == {s.path for s in sites}
     finally:
-        from attprune.sites.spec import _REGISTRY
-        _REGISTRY.pop("my_bert")
+        unregister_architecture(spec)
 
 
 def test_embeddings_found():

@@ -24,12 +24,14 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from ..attribution.targets import IGNORE
+from ..batches import IGNORE_INDEX
+from ..errors import InputError
+from .config import AdaptConfig, check_sparsity
 from .estimator import keep_top
 from .head import LayerWeightedHead, train_head
 from .model import AdaptedModel, encoder_features, encoder_of, frozen_features
 from .targets import MaskTarget, mask_targets
-from .train import Adapted, check_batches, check_sparsity, infer_num_labels, seeded_head
+from .train import Adapted, check_batches, infer_num_labels, seeded_head
 
 Masks = dict[str, torch.Tensor]
 
@@ -44,19 +46,25 @@ def fit_head(model: nn.Module, train_batches, masks: Masks | None = None, *, hea
 
     >>> fe = fit_head(model, batches, epochs=3, lr=1e-3)                  # feature extraction
     >>> rnd = fit_head(model, batches, random_masks(model, 0.9), method="random")
+
+    The result's ``config`` records the head's training and the mask's sparsity, with
+    ``lr_mask=0`` and ``decay=0`` (the mask is given, not learned); ``stats["method"]``
+    names the baseline.
     """
     batches = check_batches(train_batches)
     encoder = encoder_of(model)
     targets = mask_targets(encoder, "weights") if masks is not None else []
     masks = masks or {}
+    kept, total = sum(int(m.sum()) for m in masks.values()), sum(m.numel() for m in masks.values())
+    if total and not kept:
+        raise InputError("the masks keep no weight at all; a task model needs at least one")
+    sparsity = 1 - kept / total if total else 0.0
+    config = AdaptConfig(sparsity=sparsity, head=head, epochs=epochs, lr_mask=0.0, lr_head=lr, decay=0.0, seed=seed)
     task_head = _new_head(model, batches, head, seed)
     features, labels = frozen_features(encoder, targets, masks, batches)
     train_head(task_head, features, labels, epochs=epochs, lr=lr, seed=seed)
-    kept = sum(int(m.sum()) for m in masks.values())
-    total = sum(m.numel() for m in masks.values())
-    stats = {"sparsity": round(1 - kept / total, 6) if total else 0.0, "kept": kept, "masked": total}
-    return Adapted("weights", task_head, targets, masks, None, {"method": method, "epochs": epochs, "lr": lr},
-                   stats)
+    stats = {"method": method, "sparsity": round(sparsity, 6), "kept": kept, "masked": total}
+    return Adapted(config, task_head, targets, masks, None, stats)
 
 
 def random_masks(model: nn.Module, sparsity: float, seed: int = 0) -> Masks:
@@ -112,7 +120,7 @@ def fine_tune(model: nn.Module, train_batches, *, epochs: int = 3, lr: float = 2
     for _ in tqdm(range(epochs), desc=desc, disable=not progress):
         for batch in batches:
             loss = F.cross_entropy(task_head(encoder_features(encoder, None, batch)), batch["labels"],
-                                   ignore_index=IGNORE)
+                                   ignore_index=IGNORE_INDEX)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

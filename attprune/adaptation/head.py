@@ -11,7 +11,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-HEADS = ("layer-weighted-mlp", "linear")
+from ..batches import IGNORE_INDEX
+from ..errors import InputError
+
+#: the kinds of task head (not to be confused with ``attprune.sites.HEADS``, attention heads)
+HEAD_KINDS = ("layer-weighted-mlp", "linear")
 
 
 class LayerWeightedHead(nn.Module):
@@ -24,10 +28,10 @@ class LayerWeightedHead(nn.Module):
 
     def __init__(self, n_layers: int, hidden: int, num_labels: int, kind: str = "layer-weighted-mlp"):
         super().__init__()
-        if kind not in HEADS:
-            raise ValueError(f"unknown head {kind!r}; choose one of {', '.join(HEADS)}")
+        if kind not in HEAD_KINDS:
+            raise InputError(f"unknown head {kind!r}; choose one of {', '.join(HEAD_KINDS)}")
         if num_labels < 2:
-            raise ValueError(f"a classification head needs at least 2 labels, got {num_labels}")
+            raise InputError(f"a classification head needs at least 2 labels, got {num_labels}")
         self.kind, self.n_layers, self.hidden, self.num_labels = kind, n_layers, hidden, num_labels
         self.layer_logits = nn.Parameter(torch.zeros(n_layers))
         if kind == "linear":
@@ -36,6 +40,7 @@ class LayerWeightedHead(nn.Module):
             self.classifier = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, num_labels))
 
     def config(self) -> dict:
+        """The head's shape, as saved beside its weights."""
         return {"kind": self.kind, "n_layers": self.n_layers, "hidden": self.hidden, "num_labels": self.num_labels}
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -64,7 +69,7 @@ def train_head(head: LayerWeightedHead, features: torch.Tensor, labels: torch.Te
     head.train()
     for _ in range(epochs):
         for idx in torch.randperm(len(labels), generator=generator).split(batch_size):
-            loss = F.cross_entropy(head(features[idx]), labels[idx], ignore_index=-100)
+            loss = F.cross_entropy(head(features[idx]), labels[idx], ignore_index=IGNORE_INDEX)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -15,7 +15,8 @@ from torch.nn import functional as F
 
 from .. import devices
 from ..compact import compact
-from ..plan.plan import Plan
+from ..errors import InputError
+from ..plan import Plan
 from .head import LayerWeightedHead, first_token_features
 from .targets import MaskTarget, masked_weights
 
@@ -26,10 +27,10 @@ def encoder_of(model: nn.Module) -> nn.Module:
     """The bare encoder of a Hugging Face model (``model.base_model``), or the model itself."""
     config = getattr(model, "config", None)
     if getattr(config, "is_encoder_decoder", False):
-        raise ValueError(f"{type(model).__name__} is an encoder-decoder model; adapting by pruning reads the "
+        raise InputError(f"{type(model).__name__} is an encoder-decoder model; adapting by pruning reads the "
                          "first-token vector of every layer of an encoder (BERT-like) or decoder-only model")
     if any(devices.is_offloaded(m) for m in model.modules()):
-        raise ValueError("adapting by pruning needs the model's weights in memory, but this model has offloaded "
+        raise InputError("adapting by pruning needs the model's weights in memory, but this model has offloaded "
                          "modules (device_map with CPU or disk offload); load it on one device")
     return getattr(model, "base_model", model)
 
@@ -39,7 +40,7 @@ def _config_int(encoder: nn.Module, keys: tuple[str, ...], what: str) -> int:
     for key in keys:
         if config is not None and isinstance(getattr(config, key, None), int):
             return getattr(config, key)
-    raise ValueError(f"cannot tell {what} of {type(encoder).__name__} (none of {', '.join(keys)} in its config)")
+    raise InputError(f"cannot tell {what} of {type(encoder).__name__} (none of {', '.join(keys)} in its config)")
 
 
 def n_layers(encoder: nn.Module) -> int:
@@ -108,7 +109,7 @@ class AdaptedModel(nn.Module):
         """A physically smaller copy (``granularity="units"`` only): the plan's units removed
         from a copy of the encoder; same outputs as this masked model."""
         if self.plan is None:
-            raise ValueError("only granularity='units' results compact into smaller dense layers; a weight mask "
+            raise InputError("only granularity='units' results compact into smaller dense layers; a weight mask "
                              "is unstructured (store it bit-packed, apply it with apply_adapted)")
         small = compact(copy.deepcopy(self.encoder), self.plan)
         return AdaptedModel(small, self.head, [], {})

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import InputError
 from ..sites import HEADS, find_sites
 from ..sites.site import is_conv1d
 
@@ -43,6 +44,18 @@ class MaskTarget:
         return features[:, None] if self.conv1d else features[None, :]
 
 
+def check_granularity(granularity: str) -> None:
+    if granularity not in GRANULARITIES:
+        raise InputError(f"unknown granularity {granularity!r}; choose one of {', '.join(GRANULARITIES)}")
+
+
+def check_embeddings(granularity: str, embeddings: bool) -> None:
+    """Embedding tables are masked weight by weight only."""
+    if embeddings and granularity == "units":
+        raise InputError("embeddings are masked only with granularity='weights' (units are FFN neurons and "
+                         "attention heads)")
+
+
 def _is_projection(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or is_conv1d(module)
 
@@ -53,21 +66,24 @@ def mask_targets(encoder: nn.Module, granularity: str, embeddings: bool = False)
     >>> [t.param for t in mask_targets(model.base_model, "weights")][:2]
     ['encoder.layer.0.attention.self.query.weight', 'encoder.layer.0.attention.self.key.weight']
     """
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"unknown granularity {granularity!r}; choose one of {', '.join(GRANULARITIES)}")
-    if granularity == "units":
-        if embeddings:
-            raise ValueError("embeddings are masked only with granularity='weights' (units are FFN neurons and "
-                             "attention heads)")
-        targets = []
-        for site in find_sites(encoder):
-            module = site.module(encoder)
-            if site.kind == HEADS and site.n_kv_heads is not None and site.n_kv_heads < site.n_units:
-                raise ValueError(f"{site.path}: granularity='units' does not support grouped-KV attention yet; "
-                                 "use granularity='weights'")
-            targets.append(MaskTarget(f"{site.path}.weight", (site.n_units,), site.kind, site.unit_size,
-                                      is_conv1d(module)))
-        return targets
+    check_granularity(granularity)
+    check_embeddings(granularity, embeddings)
+    return _unit_targets(encoder) if granularity == "units" else _weight_targets(encoder, embeddings)
+
+
+def _unit_targets(encoder: nn.Module) -> list[MaskTarget]:
+    targets = []
+    for site in find_sites(encoder):
+        module = site.module(encoder)
+        if site.kind == HEADS and site.n_kv_heads is not None and site.n_kv_heads < site.n_units:
+            raise InputError(f"{site.path}: granularity='units' does not support grouped-KV attention yet; "
+                             "use granularity='weights'")
+        targets.append(MaskTarget(f"{site.path}.weight", (site.n_units,), site.kind, site.unit_size,
+                                  is_conv1d(module)))
+    return targets
+
+
+def _weight_targets(encoder: nn.Module, embeddings: bool) -> list[MaskTarget]:
     targets = []
     for name, module in encoder.named_modules():
         if name.startswith(SKIPPED_PREFIXES):
@@ -75,7 +91,7 @@ def mask_targets(encoder: nn.Module, granularity: str, embeddings: bool = False)
         if _is_projection(module) or (embeddings and isinstance(module, nn.Embedding)):
             targets.append(MaskTarget(f"{name}.weight", tuple(module.weight.shape)))
     if not targets:
-        raise ValueError(f"{type(encoder).__name__} has no Linear layers to mask")
+        raise InputError(f"{type(encoder).__name__} has no Linear layers to mask")
     return targets
 
 

@@ -1,7 +1,15 @@
-"""Attribution: a score for every FFN neuron and attention head of a model on a task."""
+"""Attribution: a score for every FFN neuron and attention head of a model on a task.
 
-from .api import METHODS, attribute
+``attribute`` (``api.py``) runs a registered method (``methods/``) with an
+``AttributionConfig`` (``config.py``) through the ``Runner`` (the clean pass, replays and the
+objective F) and returns ``Scores``.
+"""
+
+from .api import attribute
+from .config import AttributionConfig
+from .methods import METHODS, Method, register_method, unregister_method
 from .quadrature import QUADRATURES, quadrature
 from .scores import Scores, SiteScores
 
-__all__ = ["METHODS", "QUADRATURES", "Scores", "SiteScores", "attribute", "quadrature"]
+__all__ = ["AttributionConfig", "METHODS", "Method", "QUADRATURES", "Scores", "SiteScores", "attribute", "quadrature",
+           "register_method", "unregister_method"]

@@ -12,6 +12,8 @@ import warnings
 
 import torch
 
+from ..errors import InputError
+
 LONG_INPUTS = ("truncate", "error")
 #: families whose position table holds padding_idx + 1 extra rows before the first position
 _OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")
@@ -35,13 +37,13 @@ def check_batch(model, batch: dict, long_inputs: str = "truncate") -> dict:
     vocab = getattr(model.config, "vocab_size", None)
     if isinstance(vocab, int) and ids.numel() and (int(ids.max()) >= vocab or int(ids.min()) < 0):
         bad = int(ids.max()) if int(ids.max()) >= vocab else int(ids.min())
-        raise ValueError(f"token id {bad} is outside the model's vocabulary of {vocab}: the tokenizer does not "
+        raise InputError(f"token id {bad} is outside the model's vocabulary of {vocab}: the tokenizer does not "
                          "match the model (tokenize with the model's own tokenizer)")
     limit = max_tokens(model.config)
     if limit is None or ids.dim() < 2 or ids.shape[1] <= limit:
         return batch
     if long_inputs == "error":
-        raise ValueError(f"inputs of {ids.shape[1]} tokens are longer than the model's {limit} positions; "
+        raise InputError(f"inputs of {ids.shape[1]} tokens are longer than the model's {limit} positions; "
                          f"truncate them (max_length={limit}) or pass long_inputs='truncate'")
     warnings.warn(f"inputs of {ids.shape[1]} tokens truncated to the model's {limit} positions", stacklevel=3)
     tokens = ids.shape[1]

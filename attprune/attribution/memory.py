@@ -1,6 +1,6 @@
 """How many interpolation rows fit one forward/backward pass, from a memory budget.
 
-The budget is ``max_memory`` (bytes, or a string such as ``"8GB"`` / ``"512MiB"``), else
+The budget is ``memory_budget`` (bytes, or a string such as ``"8GB"`` / ``"512MiB"``), else
 half the free memory of the CUDA device the model runs on (of the fullest one, for a model
 dispatched over several); on CPU without a budget a fixed
 token budget applies (``TOKEN_BUDGET``).  Activation memory per token of a pass is
@@ -17,6 +17,7 @@ import re
 import torch
 
 from .. import devices
+from ..errors import InputError
 
 #: Without a memory budget on CPU, one forward/backward pass holds at most this many tokens
 #: (examples x steps x sequence length).
@@ -35,7 +36,7 @@ def parse_memory(value: int | str) -> int:
         return value
     match = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?i?B?)\s*", str(value), flags=re.IGNORECASE)
     if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"max_memory must be a positive number of bytes or a size such as '8GB', got {value!r}")
+        raise InputError(f"memory_budget must be a positive number of bytes or a size such as '8GB', got {value!r}")
     return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
 
 
@@ -47,15 +48,23 @@ def bytes_per_token(config, tokens: int, itemsize: int) -> int:
     return layers * itemsize * (18 * hidden + 2 * ffn + 2 * heads * tokens)
 
 
-def token_budget(model, max_memory: int | str | None, dtype: torch.dtype | None, tokens: int) -> int:
+def token_budget(model, memory_budget: int | str | None, dtype: torch.dtype | None, tokens: int) -> int:
     """Tokens (rows x sequence length) one pass may hold under the budget."""
-    if max_memory is None:
+    if memory_budget is None:
         gpus = [d for d in devices.execution_devices(model) if d.type == "cuda"]
         if not gpus:
             return TOKEN_BUDGET
         # a dispatched model's pass runs on each of its devices: the one with least room decides
         budget = min(torch.cuda.mem_get_info(d)[0] for d in gpus) // 2
     else:
-        budget = parse_memory(max_memory)
+        budget = parse_memory(memory_budget)
     itemsize = (dtype or next(model.parameters()).dtype).itemsize
     return max(1, budget // bytes_per_token(model.config, tokens, itemsize))
+
+
+def nodes_per_pass(steps: int, rows: int, tokens: int, batch_size: int | None, token_budget: int) -> int:
+    """How many nodes (steps) of a batch go into one forward/backward pass: ``batch_size`` rows
+    when given, else what the token budget holds; at least one."""
+    if batch_size is not None:
+        return max(1, min(steps, batch_size // rows))
+    return max(1, min(steps, token_budget // max(rows * tokens, 1)))

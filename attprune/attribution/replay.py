@@ -13,6 +13,12 @@ Which output tensors carry the batch is learned by a probe (one forward with 1 r
 one with 2 rows of the batch): a tensor whose leading size follows the row count is
 batch-major and gets tiled; any other (a [1, heads, T, T] position bias, a [T, T, heads]
 bucket table) is returned as it was.  This works for any architecture without a table.
+
+How a call is replaced: attprune's hooks on a model are ordinary torch hooks (recording
+calls here, capturing site inputs, masks, T5's per-layer bias), except this one thing a hook
+cannot do, skip a module's computation. ``replaced_forwards`` swaps the ``forward`` of the
+modules to replay for the duration of one pass (a ``with`` block, restored in reverse order
+on exit); nothing else in attprune touches ``forward``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+
+from ..batches import tile
 
 
 def map_tensors(obj: Any, fn: Callable[[int, torch.Tensor], torch.Tensor], counter: list[int] | None = None) -> Any:
@@ -133,11 +141,6 @@ def surviving_calls(log: CallLog, replaced: set[tuple[str, int]]) -> dict[str, l
     return survivors
 
 
-def tile(x: torch.Tensor, times: int) -> torch.Tensor:
-    """[rows, ...] -> [times * rows, ...], step-major (row k * rows + b is step k of example b)."""
-    return x if times == 1 else x.repeat(times, *([1] * (x.dim() - 1)))
-
-
 def batch_major_leaves(sizes_one: list[int], sizes_two: list[int]) -> set[int]:
     return {i for i, (a, b) in enumerate(zip(sizes_one, sizes_two)) if a == 1 and b == 2}
 
@@ -162,3 +165,31 @@ def replay_plan(log: CallLog, replaced: set[tuple[str, int]], outputs: dict[tupl
 
         plan[module] = forward
     return plan
+
+
+Replacement = Callable[[Callable, tuple, dict], Any]
+
+
+@contextlib.contextmanager
+def replaced_forwards(model: nn.Module, replacements: dict[str, Replacement]):
+    """Within the block, calling the submodule at each path runs ``replacement(original_forward,
+    args, kwargs)`` instead of its forward (hooks still run); every forward is restored on exit."""
+    restore = []
+    try:
+        for name, replacement in replacements.items():
+            module = model.get_submodule(name)
+            restore.append((module, module.__dict__.get("forward")))
+            module.forward = _routed(module.forward, replacement)
+        yield
+    finally:
+        for module, own in reversed(restore):
+            if own is None:
+                del module.forward
+            else:
+                module.forward = own
+
+
+def _routed(original: Callable, replacement: Replacement) -> Callable:
+    def forward(*args, **kwargs):
+        return replacement(original, args, kwargs)
+    return forward

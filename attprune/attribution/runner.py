@@ -7,30 +7,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from accelerate.utils import align_module_device
 from torch import nn
 
 from .. import devices
+from ..batches import IGNORE_INDEX, batch_rows, slice_batch, tile_batch
+from ..errors import InputError, InputTypeError, UnsupportedModelError
 from ..sites import Site, weight_out_in
-from . import replay, targets
-from .targets import IGNORE
-
-
-def batch_rows(batch: dict) -> int:
-    for value in batch.values():
-        if torch.is_tensor(value) and value.dim() > 0:
-            return value.shape[0]
-    raise ValueError("a batch must hold at least one tensor (input_ids, ...)")
-
-
-def tile_batch(batch: dict, times: int) -> dict:
-    rows = batch_rows(batch)
-    return {k: replay.tile(v, times) if torch.is_tensor(v) and v.dim() and v.shape[0] == rows else v
-            for k, v in batch.items()}
-
-
-def slice_batch(batch: dict, rows: slice) -> dict:
-    n = batch_rows(batch)
-    return {k: v[rows] if torch.is_tensor(v) and v.dim() and v.shape[0] == n else v for k, v in batch.items()}
+from . import objective, replay
+from .tokens import token_mask
 
 
 @dataclass
@@ -68,7 +53,7 @@ class Runner:
                  replay_sites: bool, record: set[str] = frozenset(), max_new_tokens: int = 32):
         self.model = model
         self.sites = sites
-        self.target = targets.resolve(target)
+        self.target = objective.resolve(target)
         self.device = devices.input_device(model)
         param_dtype = next(model.parameters()).dtype
         self.acc_dtype = torch.float64 if param_dtype == torch.float64 else torch.float32
@@ -100,21 +85,21 @@ class Runner:
         if callable(self.target):
             value = self.target(outputs, batch)
             if not torch.is_tensor(value) or value.dim() != 1 or value.shape[0] != batch_rows(batch):
-                raise ValueError("a callable target must return a 1-D tensor with one value per example")
+                raise InputError("a callable target must return a 1-D tensor with one value per example")
             return value.to(self.acc_dtype)
-        return targets.log_prob_of(self.model, targets._logits(outputs), batch["labels"], self.acc_dtype)
+        return objective.log_prob_of(self.model, objective.logits_of(outputs), batch["labels"], self.acc_dtype)
 
     # -- inputs --------------------------------------------------------------------------
 
     def _split(self, batch: dict) -> tuple[dict, torch.Tensor | None]:
         if not isinstance(batch, dict):
-            raise TypeError(f"each batch must be a dict of tensors (as a model takes them), got {type(batch).__name__}")
+            raise InputTypeError(f"each batch must be a dict of tensors (as a model takes them), got {type(batch).__name__}")
         batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
         labels = batch.pop("labels", None)
         if "input_ids" not in batch and "inputs_embeds" not in batch:
-            raise ValueError("a batch needs input_ids (or inputs_embeds)")
+            raise InputError("a batch needs input_ids (or inputs_embeds)")
         if batch_rows(batch) == 0:
-            raise ValueError("empty batch: it has 0 examples")
+            raise InputError("empty batch: it has 0 examples")
         return batch, labels
 
     def _decoder_inputs(self, inputs: dict, labels: torch.Tensor | None) -> tuple[dict, torch.Tensor | None]:
@@ -126,7 +111,7 @@ class Runner:
             ids = prepare(labels=labels) if prepare is not None else self.model._shift_right(labels)
             return dict(inputs, decoder_input_ids=ids), labels
         if self.target != "prediction":
-            raise ValueError("an encoder-decoder model needs labels or decoder_input_ids for target="
+            raise InputError("an encoder-decoder model needs labels or decoder_input_ids for target="
                              f"{self.target!r}; pass labels, or use target='prediction'")
         with torch.no_grad(), self.precision():
             generated = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
@@ -135,7 +120,7 @@ class Runner:
         eos = getattr(self.model.config, "eos_token_id", None)
         if eos is not None:  # ignore what follows the first end-of-sequence token
             after = (pseudo == eos).long().cumsum(1) - (pseudo == eos).long() > 0
-            pseudo = pseudo.masked_fill(after, IGNORE)
+            pseudo = pseudo.masked_fill(after, IGNORE_INDEX)
         return dict(inputs, decoder_input_ids=generated[:, :-1]), pseudo
 
     # -- the clean pass ------------------------------------------------------------------
@@ -173,7 +158,7 @@ class Runner:
                 h.remove()
         if self.replay_sites and log.structure() != self._probe[0]:
             if _reprobed:
-                raise RuntimeError("the model calls its modules in a different order on every forward pass; "
+                raise UnsupportedModelError("the model calls its modules in a different order on every forward pass; "
                                    "per-site IG cannot replay it (use method='conductance' or 'grad_x_act')")
             self._probe_structure(inputs)  # a batch that takes another path: learn it again
             return self.prepare(batch, _reprobed=True)
@@ -184,20 +169,25 @@ class Runner:
     def _labels_for_objective(self, outputs, inputs: dict, labels: torch.Tensor | None):
         if callable(self.target):
             return labels
-        logits = targets._logits(outputs)
+        logits = objective.logits_of(outputs)
         if self.target == "label":
             if labels is None:
-                raise ValueError("target='label' needs a 'labels' entry in every batch; pass labels or use "
+                raise InputError("target='label' needs a 'labels' entry in every batch; pass labels or use "
                                  "target='prediction' (the model's own predictions, no labels needed)")
-            targets.check_labels(self.model, logits, labels)
+            objective.check_labels(self.model, logits, labels)
             return labels
         with_labels = dict(inputs, labels=labels) if labels is not None else inputs
-        return targets.predicted_labels(self.model, logits.detach(), with_labels)
+        return objective.predicted_labels(self.model, logits.detach(), with_labels)
 
     def site_weight(self, site: Site, device: torch.device) -> torch.Tensor:
         """The site projection's [out, in] weight on ``device`` (an offloaded one read from its store)."""
-        with devices.materialized(site.module(self.model)) as projection:
+        projection = site.module(self.model)
+        with align_module_device(projection):
             return weight_out_in(projection).detach().to(device)
+
+    def token_mask(self, clean: Clean, site: Site) -> torch.Tensor:
+        """[rows, tokens] bool: the real tokens ``site`` sees in this batch."""
+        return token_mask(clean.objective_batch, site.stream, clean.site_inputs[site.path].shape[1], clean.rows)
 
     def _capture(self, site: Site, clean: Clean):
         def hook(module, args, output):

@@ -15,7 +15,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..errors import InputError, MissingFileError
 from ..io import atomic_path
+from .config import AttributionConfig
 from ..sites import FFN, HEADS, UNIT_KINDS
 
 FORMAT = "attprune.scores/1"
@@ -41,7 +43,7 @@ class SiteScores:
         """Accumulate a [examples, units] block of scores."""
         per_example = per_example.detach().to("cpu", self.sum.dtype)
         if per_example.dim() != 2 or per_example.shape[1] != self.sum.numel():
-            raise ValueError(f"expected [examples, {self.sum.numel()}] scores, got {tuple(per_example.shape)}")
+            raise InputError(f"expected [examples, {self.sum.numel()}] scores, got {tuple(per_example.shape)}")
         self.sum += per_example.sum(0)
         self.sum_abs += per_example.abs().sum(0)
         self.sum_sq += per_example.square().sum(0)
@@ -62,7 +64,7 @@ class SiteScores:
 
     def merged(self, other: "SiteScores") -> "SiteScores":
         if other.kind != self.kind or other.sum.shape != self.sum.shape:
-            raise ValueError("cannot merge scores of different sites")
+            raise InputError("cannot merge scores of different sites")
         return SiteScores(self.kind, self.sum + other.sum, self.sum_abs + other.sum_abs,
                           self.sum_sq + other.sum_sq, self.count + other.count)
 
@@ -107,13 +109,19 @@ class Scores:
     def merge(self, other: "Scores") -> "Scores":
         """Scores of the union of both runs' examples (same model, same method)."""
         if set(self.sites) != set(other.sites):
-            raise ValueError("cannot merge scores of different site sets")
-        for key in ("method", "steps", "quadrature", "target", "reduce_tokens"):
-            if self.meta.get(key) != other.meta.get(key):
-                raise ValueError(f"cannot merge scores computed with different {key}: "
-                                 f"{self.meta.get(key)!r} vs {other.meta.get(key)!r}")
+            raise InputError("cannot merge scores of different site sets")
+        mine, theirs = self.settings(), other.settings()
+        for key in mine:
+            if mine[key] != theirs.get(key):
+                raise InputError(f"cannot merge scores computed with different {key}: {mine[key]!r} vs "
+                                 f"{theirs.get(key)!r}")
         sites = {p: s.merged(other.sites[p]) for p, s in self.sites.items()}
         return Scores(sites, dict(self.meta, n_examples=self.n_examples + other.n_examples))
+
+    def settings(self) -> dict:
+        """The recorded settings that decide the scores (``AttributionConfig.result_settings``)."""
+        known = {k: v for k, v in self.meta.items() if k in AttributionConfig.__dataclass_fields__}
+        return {k: v for k, v in known.items() if k not in AttributionConfig.RUN_ONLY}
 
     def save(self, path: str | Path) -> Path:
         """Write one ``.safetensors`` file (atomically: a failure leaves no partial file)."""
@@ -129,7 +137,7 @@ class Scores:
     def load(cls, path: str | Path) -> "Scores":
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no scores file at {path}")
+            raise MissingFileError(f"no scores file at {path}")
         try:
             with safe_open(str(path), framework="pt") as f:
                 metadata = f.metadata() or {}
@@ -139,12 +147,12 @@ class Scores:
                                            info["count"]) for p, info in index.items()}
                     meta = json.loads(metadata.get("meta", "{}"))
         except Exception as err:  # safetensors raises its own error types for damaged files
-            raise ValueError(f"{path} is not a readable attprune scores file ({err}); re-run the scoring") from err
+            raise InputError(f"{path} is not a readable attprune scores file ({err}); re-run the scoring") from err
         if metadata.get("format") != FORMAT:
-            raise ValueError(f"{path} is not an attprune scores file (format {metadata.get('format')!r})")
+            raise InputError(f"{path} is not an attprune scores file (format {metadata.get('format')!r})")
         for p, s in sites.items():
             if s.kind not in UNIT_KINDS:
-                raise ValueError(f"{path}: site {p} has unknown kind {s.kind!r}")
+                raise InputError(f"{path}: site {p} has unknown kind {s.kind!r}")
         return cls(sites, meta)
 
     def summary(self, top: int = 3) -> str:

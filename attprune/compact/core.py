@@ -3,9 +3,10 @@
 FFN site: keep columns of the down projection, rows (and bias entries) of up/gate.
 Attention site: keep columns of the output projection, rows of q (kept query heads) and of
 k/v (kept KV heads: for grouped-KV models, the groups that still serve a query head), or
-the q/k/v row blocks of a fused projection; then the family's ``HeadLayout`` updates the
-per-layer attributes the forward reads (widths differ by layer) and, where every head
-went, puts a ``NoHeadAttention`` in the attention's place.
+the q/k/v row blocks of a fused projection; then the family's ``HeadLayout``
+(``attprune/architectures/<family>.py``) updates the per-layer attributes the forward reads
+(widths differ by layer) and, where every head went, puts a ``NoHeadAttention`` in the
+attention's place.
 """
 
 from __future__ import annotations
@@ -16,27 +17,14 @@ import torch
 from torch import nn
 
 from .. import devices
-from ..plan.plan import Plan, PlanMismatchError
-from ..sites import FFN, HEADS, Site, spec_for
+from ..architectures import HeadLayout, head_layout, spec_for
+from ..errors import PlanMismatchError
+from ..plan import Plan
+from ..sites import FFN, HEADS, Site
 from ..sites.site import is_conv1d, out_features
-from .base import HeadLayout
-from .bert import BertLayout
-from .distilbert import DistilBertLayout
-from .gpt2 import GPT2Layout
-from .llama import LlamaLayout
 from .slicing import head_features, keep_inputs, keep_outputs
-from .t5 import T5Layout
 
-LAYOUTS: dict[str, HeadLayout] = {
-    "bert": BertLayout(), "distilbert": DistilBertLayout(), "t5": T5Layout(), "llama": LlamaLayout(),
-    "gpt2": GPT2Layout(),
-}
 PLAN_ATTRIBUTE = "_attprune_plan"
-
-
-def register_layout(spec_name: str, layout: HeadLayout) -> None:
-    """Teach ``compact`` the head attributes of a family registered with ``register_architecture``."""
-    LAYOUTS[spec_name] = layout
 
 
 def _compact_ffn(model: nn.Module, site: Site, kept: torch.Tensor) -> None:
@@ -115,20 +103,17 @@ def compact(model: nn.Module, plan: Plan) -> nn.Module:
     stays offloaded, its sliced weights held in CPU memory (for disk-offloaded modules too:
     ``save_pretrained`` then ``from_pretrained(..., device_map=...)`` puts them back on disk).
     """
-    spec = spec_for(model)
     devices.check_offload_layout(model)
-    layout = LAYOUTS.get(spec.name)
     sites = plan.validate(model)
-    head_sites = [s for s in sites if s.kind == HEADS]
-    if head_sites and layout is None:
-        raise ValueError(f"no head layout for family {spec.name!r}: attprune.compact.register_layout(...)")
+    # head sites that keep every head are left as they are (a family may have no head layout)
+    head_sites = [s for s in sites if s.kind == HEADS and plan.kept(s.path).numel() < s.n_units]
+    layout = head_layout(spec_for(model)) if head_sites else None
     with torch.no_grad():
         for site in sites:
-            kept = plan.kept(site.path)
             if site.kind == FFN:
-                _compact_ffn(model, site, kept)
-            else:
-                _compact_heads(model, site, kept, layout)
+                _compact_ffn(model, site, plan.kept(site.path))
+        for site in head_sites:
+            _compact_heads(model, site, plan.kept(site.path), layout)
         if head_sites:
             layout.finalize(model, head_sites, plan.heads)
         for site in head_sites:

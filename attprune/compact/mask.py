@@ -1,9 +1,10 @@
 """``mask(model, plan)``: zero the pruned units without changing any shape; reversible.
 
-A site projection's input features of pruned units are multiplied by 0 (FFN: the neuron's
-activation; attention: the head's context), through the same forward-patching mechanism
-attribution uses (``attprune.hooks``).  Works on transformers 5.x, which ignores
-``head_mask``.
+A forward pre-hook on each site projection multiplies its input features by a 0/1 vector
+(FFN: the neuron's activation; attention: the head's context), so the model computes what
+its compacted version would. Masks are ordinary torch hooks: handles can be removed in any
+order and other hooks on the same modules are unaffected. Works on transformers 5.x, which
+ignores ``head_mask``.
 """
 
 from __future__ import annotations
@@ -12,21 +13,20 @@ import torch
 from torch import nn
 
 from .. import devices
-from ..hooks import patch_forward
-from ..plan.plan import Plan
+from ..plan import Plan
 from .slicing import head_features
 
 
 class MaskHandle:
     """Returned by ``mask``; ``remove()`` puts the model back exactly as it was."""
 
-    def __init__(self, patches):
-        self._patches = patches
+    def __init__(self, hooks: list):
+        self._hooks = hooks
 
     def remove(self) -> None:
-        for patch in reversed(self._patches):
-            patch.remove()
-        self._patches = []
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
 
     def __enter__(self):
         return self
@@ -36,9 +36,17 @@ class MaskHandle:
 
 
 def feature_mask(n_units: int, unit_size: int, kept: torch.Tensor) -> torch.Tensor:
+    """[n_units * unit_size] of 1.0 for the features of kept units, 0.0 elsewhere."""
     keep = torch.zeros(n_units * unit_size)
     keep[head_features(kept, unit_size)] = 1.0
     return keep
+
+
+def _scale_input(keep: torch.Tensor):
+    def pre_hook(module, args):
+        x = args[0]
+        return (x * keep.to(x.device, x.dtype), *args[1:])
+    return pre_hook
 
 
 def mask(model: nn.Module, plan: Plan) -> MaskHandle:
@@ -46,18 +54,12 @@ def mask(model: nn.Module, plan: Plan) -> MaskHandle:
 
     >>> handle = attprune.mask(model, plan)
     >>> masked_logits = model(**batch).logits
-    >>> handle.remove()
+    >>> handle.remove()                       # or: with attprune.mask(model, plan): ...
     """
     devices.check_offload_layout(model)
-    patches = []
+    hooks = []
     for site in plan.validate(model):
-        module = site.module(model)
         keep = feature_mask(site.n_units, site.unit_size, plan.kept(site.path))
         keep = keep.to(devices.execution_device(model, site.path))
-
-        def masked(original, args, kwargs, keep=keep):
-            x = args[0]
-            return original(x * keep.to(x.device, x.dtype), *args[1:], **kwargs)
-
-        patches.append(patch_forward(module, masked))
-    return MaskHandle(patches)
+        hooks.append(site.module(model).register_forward_pre_hook(_scale_input(keep)))
+    return MaskHandle(hooks)

@@ -1,16 +1,18 @@
-"""The IG step ops and their backends.
+"""The IG step ops and their backends: one path, three implementations of its arithmetic.
 
-Two ops carry the arithmetic of per-site IG outside the model's own forward/backward:
+Per-site IG does two things outside the model's own forward/backward (see ``reference.py``
+for the formulas): ``ig_interpolate`` builds the step batch of a site's output, and
+``IGStepScores`` turns the steps' output gradients into per-example unit scores, chunk of
+steps by chunk of steps. Backends:
 
-* ``ig_interpolate``: the m-step batch of a site's output, ``Z' + alpha_k (Z - Z')``;
-* ``ig_attribute``: per-example unit scores from the step gradients, fused
-  (step sum -> GEMM with W -> x activation -> token and unit sums).
+* ``torch`` (``reference.py``): any device, dtype and token reduction; the default on CPU;
+* ``triton`` (``triton/``): fused kernels (step sum -> GEMM -> x activation -> token and
+  unit sums, nothing [B, T, d] written); CUDA, or CPU under ``TRITON_INTERPRET=1`` (tests);
+* ``native`` (``kernels/csrc`` built by ``CMakeLists.txt``, loaded by ``native.py``): the
+  same fusion on CPU.
 
-Backends: ``torch`` (``reference.py``, the reference, any device and dtype), ``triton``
-(``kernels/triton``: CUDA, or CPU under ``TRITON_INTERPRET=1`` for tests), ``native``
-(``kernels/csrc`` built by ``CMakeLists.txt``: CPU). ``auto`` picks ``triton`` for CUDA
-tensors when Triton is installed, else ``torch``; the fused backends take the ``sum`` and
-``mean`` token reductions and float32 / bfloat16 / float16 models.
+``auto`` picks ``triton`` on CUDA when it can run, else ``torch``. The fused backends take the
+``sum`` / ``mean`` token reductions and float32 / bfloat16 / float16 models.
 
     >>> attprune.attribute(model, batches, backend="triton")      # on a GPU
     >>> attprune.ops.available_backends(torch.device("cpu"))
@@ -19,18 +21,33 @@ tensors when Triton is installed, else ``torch``; the fused backends take the ``
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import torch
 
-from . import native, reference, triton_backend
+from ..errors import InputError
+from . import native, reference
 
 BACKENDS = ("auto", "torch", "triton", "native")
 FUSED_REDUCTIONS = ("sum", "mean")
 FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
+def _triton_unavailable(device: torch.device) -> str | None:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return "triton is not installed (pip install 'attprune[triton]')"
+    if device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+        return None
+    return (f"the Triton kernels run on CUDA tensors (got {device.type}); on CPU set TRITON_INTERPRET=1 before "
+            "importing attprune (slow: for tests) or use backend='torch' / 'native'")
+
+
 def _unavailable(backend: str, device: torch.device) -> str | None:
     if backend == "triton":
-        return triton_backend.unavailable(device)
+        return _triton_unavailable(device)
     if backend == "native":
         if device.type != "cpu":
             return f"the native op is built for CPU tensors only (got {device.type})"
@@ -44,14 +61,12 @@ def available_backends(device: torch.device) -> list[str]:
 
 
 def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype, reduce: str = "sum") -> str:
-    """The concrete backend for ``backend`` (possibly ``auto``); ValueError if it cannot run."""
+    """The concrete backend for ``backend`` (possibly ``auto``); ``InputError`` if it cannot run."""
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+        raise InputError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     fused_ok = reduce in FUSED_REDUCTIONS and dtype in FUSED_DTYPES
     if backend == "auto":
-        if device.type == "cuda" and fused_ok and _unavailable("triton", device) is None:
-            return "triton"
-        return "torch"
+        return "triton" if device.type == "cuda" and fused_ok and _unavailable("triton", device) is None else "torch"
     if backend == "torch":
         return backend
     why = _unavailable(backend, device)
@@ -60,31 +75,78 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype, redu
     if why is None and dtype not in FUSED_DTYPES:
         why = f"{dtype} is not supported (float32, bfloat16, float16); use backend='torch'"
     if why is not None:
-        raise ValueError(f"backend={backend!r} cannot run here: {why}")
+        raise InputError(f"backend={backend!r} cannot run here: {why}")
     return backend
 
 
-def ig_interpolate(z: torch.Tensor, z_baseline: torch.Tensor, alphas: torch.Tensor, *,
+def _on_device_of(tensor: torch.Tensor):
+    """Triton launches on the current CUDA device: make it the tensor's (sites of a dispatched
+    model live on different GPUs)."""
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
+
+
+def ig_interpolate(z: torch.Tensor, bias: torch.Tensor | None, alphas: torch.Tensor, *,
                    backend: str = "torch") -> torch.Tensor:
-    """[m * B, T, D]: the site output at each step node (step-major)."""
-    if backend == "triton":
-        return triton_backend.ig_interpolate(z, z_baseline, alphas)
-    return reference.ig_interpolate(z, z_baseline, alphas)
+    """[m * B, T, D]: the site output at each node, step-major (``reference.ig_interpolate``)."""
+    if backend != "triton":
+        return reference.ig_interpolate(z, bias, alphas)
+    from .triton.ig_interpolate import ig_interpolate as kernel
+
+    with _on_device_of(z):
+        return kernel(z, bias, alphas)
 
 
 def ig_attribute(grads: torch.Tensor, step_weights: torch.Tensor, weight: torch.Tensor, x: torch.Tensor,
-                 mask: torch.Tensor, unit_size: int, *, x_baseline: torch.Tensor | None = None,
-                 out: torch.Tensor | None = None, backend: str = "torch",
-                 acc_dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Add one chunk of steps' unit scores (summed over real tokens) to ``out`` ([B, units]).
-
-    grads [m, B, T, O] = dF/dZ at each step, step_weights [m] (quadrature weights), weight
-    [O, I], x [B, T, I] the site input, mask [B, T] real tokens; ``x_baseline`` (None: 0).
-    """
+                 mask: torch.Tensor, unit_size: int, *, out: torch.Tensor | None = None,
+                 backend: str = "torch") -> torch.Tensor:
+    """Add one chunk of steps' unit scores, summed over real tokens, to ``out`` ([B, units]);
+    the contract of ``reference.ig_attribute``."""
     if backend == "triton":
-        return triton_backend.ig_attribute(grads, step_weights, weight, x, mask, unit_size, x_baseline, out)
+        from .triton.ig_attribute import ig_attribute as kernel
+
+        with _on_device_of(grads):
+            return kernel(grads, step_weights, weight, x, mask, unit_size, out=out)
     if backend == "native":
-        scores = native.ig_attribute(grads, step_weights, weight, x, mask, unit_size, x_baseline)
+        scores = native.ig_attribute(grads, step_weights, weight, x, mask, unit_size)
     else:
-        scores = reference.ig_attribute(grads, step_weights, weight, x, mask, unit_size, x_baseline, acc_dtype)
+        scores = reference.ig_attribute(grads, step_weights, weight, x, mask, unit_size)
     return scores if out is None else out.add_(scores.to(out.dtype))
+
+
+class IGStepScores:
+    """Per-example unit scores of one site, fed chunk of steps by chunk of steps.
+
+    ``torch`` sums the step gradients first (any token reduction) and multiplies by the weight
+    once at the end; a fused backend adds each chunk's scores straight from its gradients
+    (scores are linear in them).
+
+    >>> acc = IGStepScores(weight, x, mask, unit_size=1, reduce="sum", backend="torch")
+    >>> for grads, step_weights in chunks:
+    ...     acc.add(grads, step_weights)
+    >>> acc.scores()          # [B, units]
+    """
+
+    def __init__(self, weight: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, unit_size: int,
+                 reduce: str = "sum", backend: str = "torch"):
+        self.weight, self.x, self.mask, self.unit_size = weight, x, mask, unit_size
+        self.reduce, self.backend = reduce, backend
+        self.dtype = reference.accumulation_dtype(x.dtype)
+        self._sum: torch.Tensor | None = None  # torch: the summed gradient; fused: the scores
+
+    def add(self, grads: torch.Tensor, step_weights: torch.Tensor) -> None:
+        if self.backend == "torch":
+            part = reference.step_sum(grads, step_weights, self.dtype)
+            self._sum = part if self._sum is None else self._sum.add_(part)
+        else:
+            self._sum = ig_attribute(grads, step_weights, self.weight, self.x, self.mask, self.unit_size,
+                                     out=self._sum, backend=self.backend)
+
+    def scores(self) -> torch.Tensor:
+        if self._sum is None:
+            raise ValueError("no steps were added")
+        if self.backend == "torch":
+            return reference.unit_scores(self._sum, self.weight, self.x, self.mask, self.unit_size, self.reduce)
+        scores = self._sum.to(self.dtype)
+        if self.reduce == "mean":
+            scores = scores / self.mask.to(scores.device).sum(1, keepdim=True).clamp_min(1)
+        return scores

@@ -1,4 +1,10 @@
-"""The native ops library (``CMakeLists.txt`` -> ``attprune/_native/``): loaded when built, never required."""
+"""The native ops library (``CMakeLists.txt`` builds ``kernels/csrc`` into ``attprune/_native/``):
+loaded when built, never required.
+
+It defines ``torch.ops.attprune.ig_attribute`` (CPU). Its fake (meta) implementation below
+says what the op returns without running it, so code calling it traces under
+``torch.compile`` and ``torch.library.opcheck`` checks the op's registration.
+"""
 
 from __future__ import annotations
 
@@ -22,17 +28,20 @@ def load_error() -> str | None:
         torch.ops.load_library(str(path))
     except (OSError, RuntimeError) as err:  # e.g. built against another torch
         return f"cannot load {path} ({err}); rebuild it: {BUILD_HINT}"
+    _register_fake()
     return None
 
 
-def available() -> bool:
-    return load_error() is None
+def _register_fake() -> None:
+    @torch.library.register_fake("attprune::ig_attribute")
+    def _ig_attribute_fake(grads, step_weights, weight, x, mask, unit_size):
+        torch._check(weight.shape[1] % unit_size == 0, lambda: "unit_size must divide the input features")
+        return x.new_empty((x.shape[0], weight.shape[1] // unit_size), dtype=torch.float32)
 
 
-def ig_attribute(grads, step_weights, weight, x, mask, unit_size, x_baseline=None) -> torch.Tensor:
-    """``torch.ops.attprune.ig_attribute``; same contract as :func:`attprune.ops.reference.ig_attribute`."""
+def ig_attribute(grads, step_weights, weight, x, mask, unit_size) -> torch.Tensor:
+    """``torch.ops.attprune.ig_attribute``; the contract of :func:`attprune.ops.reference.ig_attribute`."""
     error = load_error()
     if error:
         raise RuntimeError(error)
-    baseline = None if x_baseline is None else x_baseline.expand_as(x)
-    return torch.ops.attprune.ig_attribute(grads, step_weights, weight, x, baseline, mask, unit_size)
+    return torch.ops.attprune.ig_attribute(grads, step_weights, weight, x, mask, unit_size)

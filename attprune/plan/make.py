@@ -31,6 +31,7 @@ import math
 import torch
 
 from ..attribution.scores import Scores
+from ..errors import InputError
 from ..sites import FFN, HEADS
 from .plan import Plan
 
@@ -41,7 +42,7 @@ NORMALIZE = ("none", "layer", "l2")
 
 def _check_fraction(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1 or math.isnan(value):
-        raise ValueError(f"{name} must be a fraction to remove in [0, 1), got {value!r}")
+        raise InputError(f"{name} must be a fraction to remove in [0, 1), got {value!r}")
 
 
 def _values(scores: Scores, kind: str, rank_by: str) -> dict[str, torch.Tensor]:
@@ -54,7 +55,7 @@ def _values(scores: Scores, kind: str, rank_by: str) -> dict[str, torch.Tensor]:
         values = {p: s.mean for p, s in sites.items()}
     for path, v in values.items():
         if not torch.isfinite(v).all():
-            raise ValueError(f"scores of {path} contain NaN or inf; refusing to plan (re-run the attribution, "
+            raise InputError(f"scores of {path} contain NaN or inf; refusing to plan (re-run the attribution, "
                              "e.g. in float32)")
     return {p: v.double() for p, v in values.items()}
 
@@ -134,11 +135,11 @@ def make_plan(scores: Scores, *, ffn: float = 0.0, heads: float = 0.0, scope: st
     for name, value, allowed in (("scope", scope, SCOPES), ("normalize", normalize, NORMALIZE),
                                  ("rank_by", rank_by, RANK_BY)):
         if value not in allowed:
-            raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+            raise InputError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
     if not isinstance(round_to, int) or round_to < 1:
-        raise ValueError(f"round_to must be an integer >= 1, got {round_to!r}")
+        raise InputError(f"round_to must be an integer >= 1, got {round_to!r}")
     if not isinstance(min_keep, int) or min_keep < 0:
-        raise ValueError(f"min_keep must be an integer >= 0, got {min_keep!r}")
+        raise InputError(f"min_keep must be an integer >= 0, got {min_keep!r}")
     kv_heads = dict(scores.meta.get("kv_heads", {}), **(kv_heads or {}))
     kept: dict[str, dict[str, torch.Tensor]] = {FFN: {}, HEADS: {}}
     for kind, fraction in ((FFN, ffn), (HEADS, heads)):

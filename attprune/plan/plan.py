@@ -9,14 +9,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import MissingFileError, PlanMismatchError
 from ..io import write_json
 from ..sites import FFN, HEADS, Site, find_sites
 
 FORMAT = "attprune.plan/1"
-
-
-class PlanMismatchError(ValueError):
-    """A plan does not fit the model it is applied to."""
 
 
 @dataclass
@@ -93,7 +90,7 @@ class Plan:
     def load(cls, path: str | Path) -> "Plan":
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no plan file at {path}")
+            raise MissingFileError(f"no plan file at {path}")
         try:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -110,20 +107,12 @@ class Plan:
         total = sum(self.sizes[p] for p in kept)
         return sum(v.numel() for v in kept.values()) / total if total else 1.0
 
-    def summary(self, model: nn.Module | None = None, seq_len: int = 128) -> str:
-        """Kept units per site; with ``model``, parameters and FLOPs per token before and after."""
+    def summary(self) -> str:
+        """Kept units per site (``attprune.compact.cost_summary`` adds parameters and FLOPs)."""
         lines = []
         for kind, kept in ((FFN, self.ffn), (HEADS, self.heads)):
             if kept:
                 lines.append(f"{kind}: keep {sum(v.numel() for v in kept.values())}/"
                              f"{sum(self.sizes[p] for p in kept)} units ({self.kept_fraction(kind):.1%})")
                 lines += [f"  {p}: {v.numel()}/{self.sizes[p]}" for p, v in kept.items()]
-        if model is not None:
-            from .cost import plan_cost
-            cost = plan_cost(model, self, seq_len)
-            lines.append(f"parameters: {cost['params_before']:,} -> {cost['params_after']:,} "
-                         f"({cost['params_after'] / cost['params_before']:.1%})")
-            lines.append(f"FLOPs per token at seq {seq_len}: {cost['flops_before']:,} -> {cost['flops_after']:,} "
-                         f"({cost['flops_after'] / cost['flops_before']:.1%}; ideal speedup "
-                         f"{cost['flops_before'] / max(cost['flops_after'], 1):.2f}x)")
         return "\n".join(lines)

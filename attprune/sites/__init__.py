@@ -1,19 +1,6 @@
 """Sites: where the prunable units (FFN neurons, attention heads) of a model live."""
 
-from . import families as _families  # noqa: F401  (registers the built-in specs)
-from .site import FFN, HEADS, UNIT_KINDS, Site, weight_out_in
-from .spec import (
-    ArchSpec,
-    AttentionSpec,
-    FFNSpec,
-    UnsupportedModelError,
-    find_embeddings,
-    find_sites,
-    register_architecture,
-    spec_for,
-)
+from .find import find_embeddings, find_sites
+from .site import FFN, HEADS, UNIT_KINDS, Site, is_conv1d, weight_out_in
 
-__all__ = [
-    "FFN", "HEADS", "UNIT_KINDS", "Site", "weight_out_in", "ArchSpec", "AttentionSpec", "FFNSpec",
-    "UnsupportedModelError", "find_embeddings", "find_sites", "register_architecture", "spec_for",
-]
+__all__ = ["FFN", "HEADS", "UNIT_KINDS", "Site", "find_embeddings", "find_sites", "is_conv1d", "weight_out_in"]

@@ -20,6 +20,7 @@ from ..attribution import Scores, attribute
 from ..compact import compact, mask
 from ..io import json_digest
 from ..plan import make_plan
+from ..timing import forward_latency
 from .encode import accuracy, encode
 from .multitask import MultiTask
 from .pack import TASKS, load_task
@@ -64,7 +65,7 @@ def attribution_rows(name: str, n: int, seed: int = 0) -> list[dict]:
 
 
 def score(run: TaskRun, method: str, rows: list[dict] | None, *, units=("ffn",), steps: int = 20,
-          target: str = "label", seed: int = 0, batch_size: int = 16,
+          quadrature: str = "riemann_right", target: str = "label", seed: int = 0, batch_size: int = 16,
           cache: Path | None = None) -> tuple[Scores, float]:
     """Scores of one method on ``rows`` (None for data-free methods) and the seconds it took.
 
@@ -75,7 +76,8 @@ def score(run: TaskRun, method: str, rows: list[dict] | None, *, units=("ffn",),
     """
     path = None
     if cache is not None:
-        path = Path(cache) / f"{run.name}-{method}-{_score_key(run, method, rows, steps, target, seed)}.safetensors"
+        key = _score_key(run, method, rows, steps, quadrature, target, seed)
+        path = Path(cache) / f"{run.name}-{method}-{key}.safetensors"
         cached = _load_cached(path)
         if cached is not None and set(units) <= set(cached.meta["units"]):
             sites = {p: s for p, s in cached.sites.items() if s.kind in units}
@@ -86,8 +88,8 @@ def score(run: TaskRun, method: str, rows: list[dict] | None, *, units=("ffn",),
         batches = encode(rows, run.tokenizer, spec.kind, spec.max_length, batch_size,
                          with_labels=target == "label")
     started = time.perf_counter()
-    scores = attribute(run.model, batches, units=units, method=method, steps=steps, target=target, seed=seed,
-                       progress=False)
+    scores = attribute(run.model, batches, units=units, method=method, steps=steps, quadrature=quadrature,
+                       target=target, seed=seed, progress=False)
     seconds = time.perf_counter() - started
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,8 +107,12 @@ def _load_cached(path: Path) -> Scores | None:
         return None
 
 
-def _score_key(run: TaskRun, method: str, rows: list[dict] | None, steps: int, target: str, seed: int) -> str:
-    return json_digest([run.model_key, run.name, method, steps, target, seed, rows])
+def _score_key(run: TaskRun, method: str, rows: list[dict] | None, steps: int, quadrature: str, target: str,
+               seed: int) -> str:
+    fields = [run.model_key, run.name, method, steps, target, seed, rows]
+    if quadrature != "riemann_right":  # keys made before the option existed stay valid
+        fields.append(quadrature)
+    return json_digest(fields)
 
 
 def masked_accuracy(run: TaskRun, scores: Scores, *, ffn: float = 0.0, heads: float = 0.0, **plan_options) -> float:
@@ -121,34 +127,39 @@ def sweep(run: TaskRun, scores: Scores, *, kind: str = "ffn", sparsities=SPARSIT
             for s in sparsities]
 
 
-def compact_point(run: TaskRun, scores: Scores, *, ffn: float = 0.5, heads: float = 0.0, repeats: int = 5,
+#: the batch every compacted model is timed on: the task's first test examples, padded to a fixed length
+LATENCY_BATCH, LATENCY_TOKENS = 32, 64
+
+
+def latency_inputs(run: TaskRun) -> dict:
+    """``LATENCY_BATCH`` test examples of the task, padded or cut to ``LATENCY_TOKENS`` tokens, so
+    every task's timing runs the same shape."""
+    spec = TASKS[run.name]
+    rows = load_task(run.name).test[:LATENCY_BATCH]
+    (batch,) = encode(rows, run.tokenizer, spec.kind, LATENCY_TOKENS, LATENCY_BATCH, with_labels=False,
+                      pad_to_max_length=True)
+    return batch
+
+
+def compact_point(run: TaskRun, scores: Scores, *, ffn: float = 0.5, heads: float = 0.0, repeats: int = 15,
                   **plan_options) -> dict:
-    """Compact a copy at one point: parameters, CPU latency vs dense, accuracy (== masked)."""
+    """Compact a copy at one point: parameters, CPU latency vs dense (``attprune.timing``: medians
+    of interleaved runs, with their interquartile range), accuracy (== masked)."""
     plan = make_plan(scores, ffn=ffn, heads=heads, **plan_options)
     with mask(run.model, plan):
         masked = accuracy(run.model, run.test)
     small = compact(copy.deepcopy(run.model), plan)
-    batch = {k: v for k, v in run.test[0].items() if k != "labels"}
+    inputs = latency_inputs(run)
+    timings = forward_latency({"dense": run.model, "compact": small}, inputs, repeats=repeats)
     return {"ffn": ffn, "heads": heads, "masked_accuracy": masked, "compact_accuracy": accuracy(small, run.test),
             "params_dense": _params(run.model), "params_compact": _params(small),
-            "dense_ms": latency_ms(run.model, batch, repeats), "compact_ms": latency_ms(small, batch, repeats),
-            "batch_shape": list(batch["input_ids"].shape)}
+            "dense_ms": timings["dense"].median_ms, "compact_ms": timings["compact"].median_ms,
+            "latency": {name: t.to_dict() for name, t in timings.items()},
+            "batch_shape": list(inputs["input_ids"].shape)}
 
 
 def _params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-@torch.inference_mode()
-def latency_ms(model: nn.Module, batch: dict, repeats: int = 5) -> float:
-    """Best of ``repeats`` timed forward passes on ``batch`` (after one warm-up), in ms."""
-    model(**batch)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(**batch)
-        best = min(best, time.perf_counter() - start)
-    return 1000 * best
 
 
 def method_label(method: str, seed: int) -> str:

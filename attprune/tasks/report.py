@@ -52,7 +52,7 @@ def plot(data: dict, path: Path, *, title: str, x_label: str = "sparsity", dense
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed: no plot written (pip install matplotlib)")
+        print("matplotlib is not installed: no plot written (pip install 'attprune[plots]')")
         return None
     panels = list(data)
     cols = min(3, len(panels))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from attprune.adaptation import adapt
+from attprune.adaptation import INITS, AdaptConfig, adapt
 from attprune.adaptation.baselines import fine_tune, fit_head, gmp_masks, imp_masks, magnitude_masks, random_masks
 from attprune.data import accuracy
 from attprune.io import write_json
@@ -49,10 +49,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=64, help="tokens per example")
     p.add_argument("--epochs", type=int, default=3, help="epochs of every training run (IMP: per round: 1)")
     p.add_argument("--lr-mask", type=float, default=1e-4, help="Adam rate of theta (ours, weights)")
-    p.add_argument("--init", choices=("normal", "magnitude"), default="magnitude",
+    p.add_argument("--init", choices=INITS, default="magnitude",
                    help="ours (weights): theta's N(0.01, 0.001) draws at random (the paper) or in the order of |w|")
     p.add_argument("--units-lr-mask", type=float, default=5e-3, help="Adam rate of theta (ours, units)")
-    p.add_argument("--units-init", choices=("normal", "magnitude"), default="normal",
+    p.add_argument("--units-init", choices=INITS, default="normal",
                    help="ours (units): theta's initialisation (magnitude: by the norm of each unit's weights)")
     p.add_argument("--lr-head", type=float, default=3e-3, help="Adam rate of the head (every method)")
     p.add_argument("--lr-ft", type=float, default=5e-5, help="encoder rate of fine-tuning, IMP and GMP")
@@ -114,6 +114,10 @@ def run_task(task: str, runner: Runner, model, tokenizer, methods: set[str], spa
     args = runner.args
     train, test = task_batches(task, tokenizer, args)
     head = dict(epochs=args.epochs, lr=args.lr_head)
+    ours = {"weights": AdaptConfig(epochs=args.epochs, lr_head=args.lr_head, decay="auto", lr_mask=args.lr_mask,
+                                   init=args.init),
+            "units": AdaptConfig(granularity="units", epochs=args.epochs, lr_head=args.lr_head, decay="auto",
+                                 lr_mask=args.units_lr_mask, init=args.units_init)}
     print(f"{task}: {sum(len(b['labels']) for b in train)} train / {sum(len(b['labels']) for b in test)} test")
 
     def fixed(method: str, sparsity: float, masks_fn, seed: int = 0) -> None:
@@ -140,20 +144,19 @@ def run_task(task: str, runner: Runner, model, tokenizer, methods: set[str], spa
                                                   lr_head=args.lr_head))
         for granularity in ("weights", "units"):
             method = "ours" if granularity == "weights" else "ours (units)"
-            own = ({"lr_mask": args.lr_mask, "init": args.init} if granularity == "weights"
-                   else {"lr_mask": args.units_lr_mask, "init": args.units_init})
+            config = ours[granularity].replace(sparsity=s)
+            own = {"lr_mask": config.lr_mask, "init": config.init}
             if ("ours" if granularity == "weights" else "units") not in methods or \
                     runner.done(task=task, method=method, sparsity=s, **own):
                 continue
             started = time.perf_counter()
-            result = adapt(model, train, granularity=granularity, sparsity=s, epochs=args.epochs,
-                           lr_head=args.lr_head, decay="auto", progress=False, **own)
+            result = adapt(model, train, config, progress=False)
             task_model = result.model(model)
             runner.rows = [r for r in runner.rows if not (r["task"] == task and r["method"] == method
                                                           and r["sparsity"] == s)]
             runner.add(accuracy(task_model, test), started, task=task, method=method, sparsity=s, seed=0,
                        steps=result.stats["steps"], stopped=result.stats["stopped"],
-                       recovered=result.stats["recovered_share_of_kept"], **own)
+                       recovered=result.stats["recovered_share_of_kept"], decay=result.stats["decay"], **own)
             if granularity == "units":
                 runner.compacted = [c for c in runner.compacted if (c["task"], c["sparsity"]) != (task, s)]
                 runner.compacted.append(compacted_point(task, s, model, task_model, test))

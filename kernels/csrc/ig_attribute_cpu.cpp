@@ -1,9 +1,9 @@
 // Fused IG attribute step on CPU (ATen + OpenMP through at::parallel_for).
 //
-//   S[b, u] = sum_{t: mask[b,t]} sum_{i in u} (X - X')[b,t,i] * ((sum_k w_k G[k,b,t,:]) W)[t,i]
+//   S[b, u] = sum_{t: mask[b,t]} sum_{i in u} X[b,t,i] * ((sum_k w_k G[k,b,t,:]) W)[t,i]
 //
-// Same contract as the Triton kernel (kernels/triton/ig_attribute.py) and the PyTorch
-// reference (attprune/ops/reference.py). Examples are split across threads; each example's
+// Same contract as the Triton kernel (attprune/ops/triton/ig_attribute.py) and the PyTorch
+// reference (attprune/ops/reference.py); its fake (meta) implementation is in attprune/ops/native.py. Examples are split across threads; each example's
 // tokens go in blocks of kTokenBlock rows: the step sum of a gradient block, one GEMM with
 // the weight (single-threaded inside the parallel region), then the epilogue multiplies by
 // the activation and adds over the block's real tokens into a per-feature row; the unit sums
@@ -22,15 +22,13 @@ namespace {
 constexpr int64_t kTokenBlock = 64;
 
 void check_inputs(const at::Tensor& grads, const at::Tensor& step_weights, const at::Tensor& weight,
-                  const at::Tensor& x, const c10::optional<at::Tensor>& x_baseline, const at::Tensor& mask,
-                  int64_t unit_size) {
+                  const at::Tensor& x, const at::Tensor& mask, int64_t unit_size) {
   TORCH_CHECK(grads.dim() == 4, "grads must be [steps, batch, tokens, out], got ", grads.sizes());
   TORCH_CHECK(weight.dim() == 2 && weight.size(0) == grads.size(3), "weight must be [out, in] with out = ",
               grads.size(3), ", got ", weight.sizes());
   TORCH_CHECK(x.dim() == 3 && x.size(0) == grads.size(1) && x.size(1) == grads.size(2) &&
                   x.size(2) == weight.size(1),
               "x must be [batch, tokens, in], got ", x.sizes());
-  TORCH_CHECK(!x_baseline || x_baseline->sizes() == x.sizes(), "x_baseline must have x's shape");
   TORCH_CHECK(mask.dim() == 2 && mask.size(0) == x.size(0) && mask.size(1) == x.size(1),
               "mask must be [batch, tokens], got ", mask.sizes());
   TORCH_CHECK(step_weights.numel() == grads.size(0), "one step weight per step");
@@ -38,29 +36,25 @@ void check_inputs(const at::Tensor& grads, const at::Tensor& step_weights, const
   for (const auto* t : {&grads, &step_weights, &weight, &x, &mask}) {
     TORCH_CHECK(t->device().is_cpu(), "the native CPU op takes CPU tensors");
   }
-  TORCH_CHECK(!x_baseline || x_baseline->device().is_cpu(), "the native CPU op takes CPU tensors");
 }
 
 }  // namespace
 
 at::Tensor ig_attribute_cpu(const at::Tensor& grads, const at::Tensor& step_weights, const at::Tensor& weight,
-                            const at::Tensor& x, const c10::optional<at::Tensor>& x_baseline,
-                            const at::Tensor& mask, int64_t unit_size) {
-  check_inputs(grads, step_weights, weight, x, x_baseline, mask, unit_size);
+                            const at::Tensor& x, const at::Tensor& mask, int64_t unit_size) {
+  check_inputs(grads, step_weights, weight, x, mask, unit_size);
   const int64_t steps = grads.size(0), batch = grads.size(1), tokens = grads.size(2), d_out = grads.size(3);
   const int64_t d_in = weight.size(1), units = d_in / unit_size;
   const auto f32 = at::kFloat;
   const at::Tensor g = grads.to(f32).contiguous();
   const at::Tensor w = weight.to(f32).contiguous();
   const at::Tensor xs = x.to(f32).contiguous();
-  const at::Tensor xb = x_baseline ? x_baseline->to(f32).contiguous() : at::Tensor();
   const at::Tensor mk = mask.to(f32).contiguous();
   const at::Tensor sw = step_weights.to(f32).contiguous();
   at::Tensor out = at::zeros({batch, units}, x.options().dtype(f32));
 
   const float* g_ptr = g.data_ptr<float>();
   const float* x_ptr = xs.data_ptr<float>();
-  const float* xb_ptr = x_baseline ? xb.data_ptr<float>() : nullptr;
   const float* m_ptr = mk.data_ptr<float>();
   const float* sw_ptr = sw.data_ptr<float>();
   float* out_ptr = out.data_ptr<float>();
@@ -96,12 +90,7 @@ at::Tensor ig_attribute_cpu(const at::Tensor& grads, const at::Tensor& step_weig
           if (keep == 0.0f) continue;
           const float* xr = x_ptr + row * d_in;
           const float* pr = pp + r * d_in;
-          if (xb_ptr == nullptr) {
-            for (int64_t j = 0; j < d_in; ++j) feat[j] += keep * xr[j] * pr[j];
-          } else {
-            const float* xbr = xb_ptr + row * d_in;
-            for (int64_t j = 0; j < d_in; ++j) feat[j] += keep * (xr[j] - xbr[j]) * pr[j];
-          }
+          for (int64_t j = 0; j < d_in; ++j) feat[j] += keep * xr[j] * pr[j];
         }
       }
       float* s = out_ptr + b * units;  // the example's units: sums of unit_size features
@@ -116,8 +105,8 @@ at::Tensor ig_attribute_cpu(const at::Tensor& grads, const at::Tensor& step_weig
 }
 
 TORCH_LIBRARY(attprune, m) {
-  m.def("ig_attribute(Tensor grads, Tensor step_weights, Tensor weight, Tensor x, Tensor? x_baseline, "
-        "Tensor mask, int unit_size) -> Tensor");
+  m.def("ig_attribute(Tensor grads, Tensor step_weights, Tensor weight, Tensor x, Tensor mask, int unit_size) "
+        "-> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(attprune, CPU, m) { m.impl("ig_attribute", &ig_attribute_cpu); }

@@ -12,25 +12,28 @@ straight to the devices accelerate assigns, and disk-offloaded ones stay in the 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate import dispatch_model
+from accelerate.utils import set_module_tensor_to_device
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 from torch import nn
 
 from . import devices
+from ._version import __version__
 from .compact import applied_plan, compact
+from .errors import CheckpointError, InputError, MissingFileError
 from .io import atomic_dir, read_format_json
-from .plan.plan import Plan
+from .plan import Plan
 from .sites import find_sites
 
 MANIFEST = "attprune.json"
 FORMAT = "attprune.checkpoint/1"
-
-
-class CheckpointError(ValueError):
-    """A compact checkpoint is missing, incomplete or does not fit its plan."""
 
 
 def save_pretrained(model: nn.Module, out_dir: str | Path, *, tokenizer=None, **kwargs) -> Path:
@@ -43,8 +46,6 @@ def save_pretrained(model: nn.Module, out_dir: str | Path, *, tokenizer=None, **
     >>> attprune.compact(model, plan)
     >>> attprune.save_pretrained(model, "minilm-hedge-50")
     """
-    from . import __version__
-
     out_dir = Path(out_dir)
     plan = applied_plan(model)
     if plan is None:
@@ -52,7 +53,7 @@ def save_pretrained(model: nn.Module, out_dir: str | Path, *, tokenizer=None, **
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True, **kwargs)
         manifest = {"format": FORMAT, "attprune_version": __version__, "model_class": type(model).__name__,
-                    "plan": plan.to_dict()}
+                    "model_module": type(model).__module__, "plan": plan.to_dict()}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         plan.save(tmp / "plan.json")  # the same plan, readable on its own (Plan.load)
         if tokenizer is not None:
@@ -60,27 +61,9 @@ def save_pretrained(model: nn.Module, out_dir: str | Path, *, tokenizer=None, **
     return out_dir
 
 
-@contextlib.contextmanager
-def parameters_on_meta():
-    """Create modules with parameters on the meta device; buffers stay real (rotary tables,
-    position ids are computed, not loaded)."""
-    register = nn.Module.register_parameter
-
-    def on_meta(module, name, param):
-        register(module, name, param)
-        if param is not None and param.device.type != "meta":
-            module._parameters[name] = type(param)(param.to("meta"), requires_grad=param.requires_grad)
-
-    nn.Module.register_parameter = on_meta
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = register
-
-
 def _read_manifest(path: Path) -> dict:
     if not path.is_dir():
-        raise FileNotFoundError(f"no checkpoint folder at {path}")
+        raise MissingFileError(f"no checkpoint folder at {path}")
     return read_format_json(path / MANIFEST, FORMAT, CheckpointError,
                             f"{path} has no {MANIFEST}: it is not an attprune checkpoint (a dense model loads "
                             "with transformers' from_pretrained)", "save the model again")
@@ -98,8 +81,6 @@ def _weight_files(path: Path) -> list[Path]:
 
 @contextlib.contextmanager
 def _readable(file: Path):
-    from safetensors import SafetensorError
-
     try:
         yield
     except (SafetensorError, OSError, ValueError) as err:
@@ -107,8 +88,6 @@ def _readable(file: Path):
 
 
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     state = {}
     for file in _weight_files(path):
         with _readable(file):
@@ -128,8 +107,6 @@ class SavedTensor:
 
 def _saved_tensors(path: Path) -> dict[str, SavedTensor]:
     """Every saved tensor's file, shape and dtype, from the safetensors headers (nothing is loaded)."""
-    from safetensors import safe_open
-
     saved = {}
     for file in _weight_files(path):
         with _readable(file), safe_open(str(file), "pt") as f:
@@ -172,24 +149,18 @@ def from_pretrained(path: str | Path, torch_dtype: torch.dtype | None = None,
     (``max_memory``: {device: budget}); modules that go to ``"disk"`` are read from the
     checkpoint's own safetensors files when they run, nothing is copied.
     """
-    import transformers
-    from transformers import AutoConfig
-
     path = Path(path)
     manifest = _read_manifest(path)
     dispatch = devices.is_dispatch_map(device_map)
     if device_map is not None and not dispatch and not isinstance(device_map, (str, torch.device)):
-        raise ValueError(f"device_map must be a device, one of {', '.join(devices.DISPATCH_MAPS)} or a "
+        raise InputError(f"device_map must be a device, one of {', '.join(devices.DISPATCH_MAPS)} or a "
                          f"{{module: device}} dict, got {device_map!r}")
     if not dispatch and max_memory is not None:
-        raise ValueError("max_memory applies to a dispatched model: pass device_map='auto' (or a dict)")
-    config = AutoConfig.from_pretrained(path)
-    cls = getattr(transformers, manifest["model_class"], None)
-    if cls is None:
-        raise CheckpointError(f"transformers has no class {manifest['model_class']!r} (saved by another version?)")
+        raise InputError("max_memory applies to a dispatched model: pass device_map='auto' (or a dict)")
+    cls = _model_class(manifest)
+    config = cls.config_class.from_pretrained(path)  # the class's own: a user's family needs no Auto mapping
     plan = Plan.from_dict(manifest["plan"])
-    with parameters_on_meta():
-        model = cls(config)
+    model = devices.empty_model(cls, config)
     if plan.ffn or plan.heads:
         compact(model, plan)
     saved = _saved_tensors(path)
@@ -212,6 +183,26 @@ def from_pretrained(path: str | Path, torch_dtype: torch.dtype | None = None,
     return model.eval()
 
 
+def _model_class(manifest: dict) -> type:
+    """The saved model class: from its module (a user's own family too), else from transformers."""
+    import transformers
+
+    name, module = manifest["model_class"], manifest.get("model_module")
+    candidates = []
+    if module:
+        try:
+            candidates.append(importlib.import_module(module))
+        except ImportError:
+            pass
+    candidates.append(transformers)
+    for source in candidates:
+        cls = getattr(source, name, None)
+        if isinstance(cls, type):
+            return cls
+    raise CheckpointError(f"cannot find the model class {name!r} (module {module!r}): saved by another version of "
+                          "transformers, or a custom model whose module is not importable here?")
+
+
 def _check_complete(model: nn.Module, path: Path) -> None:
     missing = [n for n, p in model.named_parameters() if p.device.type == "meta"]
     if missing:
@@ -223,11 +214,6 @@ def _dispatched(model: nn.Module, path: Path, saved: dict[str, SavedTensor], dty
     """Place the compact skeleton with accelerate: tensors of GPU / CPU modules are read from
     the checkpoint straight onto their device (one at a time: the model is never whole in CPU
     memory), disk modules keep pointing into the checkpoint's files."""
-    devices.accelerate_needed(f"device_map={device_map!r}")
-    from accelerate import dispatch_model
-    from accelerate.utils import set_module_tensor_to_device
-    from safetensors import safe_open
-
     target = {key: dtype if dtype is not None and t.dtype is not None else t.dtype for key, t in saved.items()}
     _match_dtypes(model, target)
     if hasattr(model, "tie_weights"):
@@ -245,7 +231,7 @@ def _dispatched(model: nn.Module, path: Path, saved: dict[str, SavedTensor], dty
     placed = {key: devices.device_of(key, device_map) for key in [*saved, *aliases]}
     for alias, source in aliases.items():
         if placed[alias] != placed[source]:
-            raise ValueError(f"{alias} is tied to {source} but device_map puts them on {placed[alias]!r} and "
+            raise InputError(f"{alias} is tied to {source} but device_map puts them on {placed[alias]!r} and "
                              f"{placed[source]!r}: give both modules the same device (device_map='auto' does)")
     offload_index = {key: _disk_entry(key, saved[key], target[key])
                      for key in saved if placed[key] == "disk" and key not in buffers}

@@ -2,11 +2,11 @@ r"""Fused IG attribute step (Triton).
 
 Given the upper network's output gradients at every step, :math:`G_k = \partial F / \partial Z_k`
 ([m, B, T, O]), the step weights :math:`w_k`, the site projection's weight W ([O, I]), the
-site input X (and baseline X') and the token mask, compute per-example unit scores
+site input X (the baseline is 0) and the token mask, compute per-example unit scores
 
 .. math::
 
-    S[b, u] = \sum_{t:\,mask[b,t]} \sum_{i \in u} (X - X')[b, t, i]
+    S[b, u] = \sum_{t:\,mask[b,t]} \sum_{i \in u} X[b, t, i]
               \Big( \big(\textstyle\sum_k w_k G_k[b, t, :]\big) W \Big)[t, i]
 
 as one GEMM: the prologue sums the steps while loading a G tile, the epilogue multiplies by
@@ -37,15 +37,14 @@ BLOCKS = {
 
 @triton.jit
 def _ig_attribute_kernel(
-    g_ptr, step_w_ptr, weight_ptr, x_ptr, xb_ptr, mask_ptr, out_ptr,
+    g_ptr, step_w_ptr, weight_ptr, x_ptr, mask_ptr, out_ptr,
     n_steps, T, O, I, U,
     stride_gk, stride_gb, stride_gt, stride_go,
     stride_wo, stride_wi,
     stride_xb, stride_xt, stride_xi,
-    stride_bb, stride_bt, stride_bi,
     stride_mb, stride_mt,
     stride_sb, stride_su,
-    UNIT: tl.constexpr, GROUPED: tl.constexpr, HAS_BASELINE: tl.constexpr, DOT_FP32: tl.constexpr,
+    UNIT: tl.constexpr, GROUPED: tl.constexpr, DOT_FP32: tl.constexpr,
     BLOCK_T: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_I: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -77,13 +76,10 @@ def _ig_attribute_kernel(
         else:  # tensor cores: the summed gradient in the weight's dtype, float32 accumulation
             acc += tl.dot(g_bar.to(w.dtype), w)
 
-    # epilogue: x (X - X'), the token mask, the token sum and the unit sum
+    # epilogue: x X, the token mask, the token sum and the unit sum
     xy_ok = t_ok[:, None] & i_ok[None, :]
     x = tl.load(x_ptr + b * stride_xb + offs_t[:, None] * stride_xt + offs_i[None, :] * stride_xi,
                 mask=xy_ok, other=0.0).to(tl.float32)
-    if HAS_BASELINE:
-        x -= tl.load(xb_ptr + b * stride_bb + offs_t[:, None] * stride_bt + offs_i[None, :] * stride_bi,
-                     mask=xy_ok, other=0.0).to(tl.float32)
     m = tl.load(mask_ptr + b * stride_mb + offs_t * stride_mt, mask=t_ok, other=0.0).to(tl.float32)
     per_feature = tl.sum(acc * x * m[:, None], axis=0)
     if GROUPED:  # UNIT is a power of two dividing BLOCK_I: sum whole units in registers
@@ -95,12 +91,10 @@ def _ig_attribute_kernel(
 
 
 def ig_attribute(grads: torch.Tensor, step_weights: torch.Tensor, weight: torch.Tensor, x: torch.Tensor,
-                 mask: torch.Tensor, unit_size: int, x_baseline: torch.Tensor | None = None,
-                 out: torch.Tensor | None = None) -> torch.Tensor:
+                 mask: torch.Tensor, unit_size: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """Add the per-example unit scores of these steps to ``out`` ([B, I // unit_size], float32).
 
-    grads [m, B, T, O], step_weights [m], weight [O, I], x and x_baseline [B, T, I] (the
-    baseline may be broadcast: stride 0), mask [B, T]. Any strides.
+    grads [m, B, T, O], step_weights [m], weight [O, I], x [B, T, I], mask [B, T]. Any strides.
     """
     m, rows, tokens, d_out = grads.shape
     d_in = weight.shape[1]
@@ -119,13 +113,12 @@ def ig_attribute(grads: torch.Tensor, step_weights: torch.Tensor, weight: torch.
     if grouped:
         block_i = max(block_i, unit_size)
     dot_fp32 = grads.dtype == torch.float32 or weight.dtype == torch.float32 or _interpreting()
-    xb = x if x_baseline is None else x_baseline.expand(rows, tokens, d_in)
     grid = (triton.cdiv(tokens, block_t) * triton.cdiv(d_in, block_i), rows)
     _ig_attribute_kernel[grid](
-        grads, step_weights, weight, x, xb, mask, out,
+        grads, step_weights, weight, x, mask, out,
         m, tokens, d_out, d_in, units,
-        *grads.stride(), *weight.stride(), *x.stride(), *xb.stride(), *mask.stride(), *out.stride(),
-        UNIT=unit_size, GROUPED=grouped, HAS_BASELINE=x_baseline is not None, DOT_FP32=dot_fp32,
+        *grads.stride(), *weight.stride(), *x.stride(), *mask.stride(), *out.stride(),
+        UNIT=unit_size, GROUPED=grouped, DOT_FP32=dot_fp32,
         BLOCK_T=block_t, BLOCK_O=block_o, BLOCK_I=block_i, num_warps=warps,
     )
     return out

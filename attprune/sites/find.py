@@ -1,129 +1,15 @@
-"""Architecture specs: a small, public description of where a family keeps its sites.
-
-A spec names the block lists and, relative to each block, the attention and FFN
-modules with their projections.  Support for a new architecture is one
-``register_architecture(ArchSpec(...))`` call; see ``attprune/sites/families.py`` for
-the built-in ones.
-
-Example (a BERT-like model)::
-
-    from attprune import ArchSpec, AttentionSpec, FFNSpec, register_architecture
-
-    register_architecture(ArchSpec(
-        name="my-bert",
-        model_types=("my_bert",),
-        blocks=(("encoder.layer", "input"),),
-        attention=(AttentionSpec(module="attention", out="output.dense",
-                                 q="self.query", k="self.key", v="self.value"),),
-        ffn=(FFNSpec(module="", down="output.dense", up=("intermediate.dense",)),),
-        head_dim=lambda cfg: cfg.hidden_size // cfg.num_attention_heads,
-        embeddings=("embeddings",),
-    ))
-"""
+"""``find_sites``: every prunable site of a model, from its registered architecture spec."""
 
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Iterable
 
 from torch import nn
 
+from ..architectures import ArchSpec, spec_for
+from ..errors import InputError, UnsupportedModelError
 from .site import FFN, HEADS, UNIT_KINDS, Site, in_features, out_features
-
-STREAMS = ("input", "decoder")
-
-
-@dataclass(frozen=True)
-class FFNSpec:
-    """Where an FFN lives inside a block.
-
-    module: path of the FFN relative to the block ("" is the block itself; ``*``
-        matches one path component, e.g. ``"layer.*.DenseReluDense"``).
-    down: the output projection, relative to ``module`` (the site).
-    up: the projections producing the intermediate neurons (those that exist are used).
-    """
-
-    module: str
-    down: str
-    up: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class AttentionSpec:
-    """Where an attention module lives inside a block.
-
-    module: path relative to the block (wildcards as in ``FFNSpec``).
-    out: the output projection, relative to ``module`` (the site).
-    q, k, v: separate projections, or ``qkv``: one fused q|k|v projection.
-    """
-
-    module: str
-    out: str
-    q: str | None = None
-    k: str | None = None
-    v: str | None = None
-    qkv: str | None = None
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    """How to find the sites of one architecture family.
-
-    name: a label for messages.
-    model_types: ``config.model_type`` values this spec serves.
-    blocks: ``(path, stream)`` pairs in execution order; ``path`` is the block list
-        (an ``nn.ModuleList``) given by its full path or a dotted suffix of it
-        (``"encoder.layer"`` matches ``bert.encoder.layer``).
-    attention / ffn: where those modules live inside a block.
-    head_dim: ``config -> head dimension``.
-    embeddings: suffix path(s) of the input-embedding module(s) whose output the
-        ``"conductance"`` method interpolates (every one of them that runs).
-    """
-
-    name: str
-    model_types: tuple[str, ...]
-    blocks: tuple[tuple[str, str], ...]
-    attention: tuple[AttentionSpec, ...]
-    ffn: tuple[FFNSpec, ...]
-    head_dim: Callable[[object], int]
-    embeddings: tuple[str, ...]
-
-
-_REGISTRY: dict[str, ArchSpec] = {}
-
-
-class UnsupportedModelError(ValueError):
-    """The model has no registered architecture spec, or the spec does not match it."""
-
-
-def register_architecture(spec: ArchSpec, *, override: bool = False) -> ArchSpec:
-    """Make attprune understand a new architecture family (see the module docstring)."""
-    for stream in (s for _, s in spec.blocks):
-        if stream not in STREAMS:
-            raise ValueError(f"unknown stream {stream!r} in spec {spec.name!r}; use one of {STREAMS}")
-    for model_type in spec.model_types:
-        if model_type in _REGISTRY and not override and _REGISTRY[model_type] is not spec:
-            raise ValueError(
-                f"model_type {model_type!r} already has the spec {_REGISTRY[model_type].name!r}; "
-                "pass override=True to replace it"
-            )
-        _REGISTRY[model_type] = spec
-    return spec
-
-
-def spec_for(model: nn.Module) -> ArchSpec:
-    config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", None)
-    if model_type in _REGISTRY:
-        return _REGISTRY[model_type]
-    known = ", ".join(sorted(_REGISTRY))
-    raise UnsupportedModelError(
-        f"attprune does not know where {type(model).__name__} (model_type={model_type!r}) keeps "
-        f"its FFN neurons and attention heads. Known model types: {known}. Describe the "
-        "architecture with attprune.ArchSpec(...) and call attprune.register_architecture(spec): "
-        "see the 'Your own architecture' section of the README."
-    )
 
 
 def _find_block_list(model: nn.Module, path: str) -> tuple[str, nn.ModuleList] | None:
@@ -214,7 +100,7 @@ def find_sites(model: nn.Module, units: Iterable[str] = UNIT_KINDS) -> list[Site
     units = tuple(units)
     unknown = [u for u in units if u not in UNIT_KINDS]
     if unknown or not units:
-        raise ValueError(f"units must be a non-empty subset of {UNIT_KINDS}, got {units!r}")
+        raise InputError(f"units must be a non-empty subset of {UNIT_KINDS}, got {units!r}")
     spec = spec_for(model)
     sites: list[Site] = []
     found_blocks = False

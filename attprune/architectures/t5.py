@@ -1,4 +1,7 @@
-"""T5: where a head is removed from T5.
+"""T5 and mT5: where its sites are, and where a head is removed from T5.
+
+Sites: the self-attention ``o`` and cross-attention ``o`` (heads) and ``DenseReluDense.wo`` (FFN,
+dense ``wi`` or gated ``wi_0`` / ``wi_1``) of every encoder and decoder block.
 
 Heads: rows of ``q``/``k``/``v``, columns of ``o`` (generic slicing), plus the per-layer
 attributes ``n_heads`` and ``inner_dim``.  The relative position bias is the T5-specific
@@ -16,7 +19,7 @@ import torch
 from torch import nn
 
 from .. import devices
-from .base import HeadLayout, set_existing
+from .spec import ArchSpec, AttentionSpec, FFNSpec, HeadLayout, register_architecture
 
 
 def _table(attention: nn.Module) -> torch.Tensor:
@@ -29,13 +32,12 @@ def _own_position_bias(module, args, kwargs):
     return args, kwargs
 
 
-class T5Layout(HeadLayout):
-    empty_path = ""
-    empty_out_name = "o"
-    empty_outputs = 3
+class T5Heads(HeadLayout):
+    """``n_heads`` / ``inner_dim`` per layer, and a relative-position table per self-attention layer."""
 
-    def set_heads(self, attention, n_heads, n_kv_heads, head_dim):
-        set_existing(attention, n_heads=n_heads, inner_dim=n_heads * head_dim)
+    def __init__(self):
+        super().__init__(lambda n_heads, n_kv_heads, head_dim: {"n_heads": n_heads, "inner_dim": n_heads * head_dim},
+                         empty_out="o", empty_outputs=3)
 
     def finalize(self, model: nn.Module, head_sites: list, kept: dict) -> None:
         stacks: dict[str, list] = {}
@@ -71,3 +73,20 @@ class T5Layout(HeadLayout):
         embedding.weight = nn.Parameter(columns.to(device).contiguous())
         module.relative_attention_bias = embedding
         module.has_relative_attention_bias = True
+
+
+T5 = register_architecture(ArchSpec(
+    name="t5",
+    model_types=("t5", "mt5"),
+    blocks=(("encoder.block", "input"), ("decoder.block", "decoder")),
+    attention=(
+        AttentionSpec(module="layer.*.SelfAttention", out="o", q="q", k="k", v="v"),
+        AttentionSpec(module="layer.*.EncDecAttention", out="o", q="q", k="k", v="v"),
+    ),
+    # dense (wi) and gated (wi_0, wi_1) FFNs
+    ffn=(FFNSpec(module="layer.*.DenseReluDense", down="wo", up=("wi", "wi_0", "wi_1")),),
+    head_dim=lambda config: config.d_kv,
+    # transformers 5 ties separate embed_tokens modules; 4.x calls the shared one
+    embeddings=("encoder.embed_tokens", "decoder.embed_tokens", "shared"),
+    heads=T5Heads(),
+))

@@ -14,8 +14,11 @@ from typing import Callable, Union
 import torch
 from torch import nn
 
+from ..batches import IGNORE_INDEX
+from ..errors import InputError
+
 TargetSpec = Union[str, Callable]
-IGNORE = -100
+TARGETS = ("label", "prediction")
 TASKS = ("sequence", "token", "causal", "seq2seq")
 
 
@@ -33,12 +36,12 @@ def task_of(model: nn.Module) -> str | None:
     return None
 
 
-def _logits(outputs) -> torch.Tensor:
+def logits_of(outputs) -> torch.Tensor:
     logits = getattr(outputs, "logits", None)
     if logits is None and isinstance(outputs, (tuple, list)) and outputs:
         logits = outputs[0]
     if not torch.is_tensor(logits):
-        raise ValueError(
+        raise InputError(
             "target='label'/'prediction' needs a model with a task head that returns logits "
             "(e.g. AutoModelForSequenceClassification); for a bare encoder pass a callable "
             "target=(outputs, batch) -> Tensor[batch]"
@@ -59,14 +62,14 @@ def check_labels(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -
     n_classes = logits.shape[-1]
     if task == "sequence" and n_classes == 1:
         return  # regression
-    valid = labels[labels != IGNORE]
+    valid = labels[labels != IGNORE_INDEX]
     if valid.numel() and (valid.min() < 0 or valid.max() >= n_classes):
-        raise ValueError(
-            f"labels must lie in [0, {n_classes}) (or be {IGNORE} to ignore a position); got values "
+        raise InputError(
+            f"labels must lie in [0, {n_classes}) (or be {IGNORE_INDEX} to ignore a position); got values "
             f"from {int(valid.min())} to {int(valid.max())}. Map your label values to class ids first."
         )
     if task == "sequence" and labels.dim() != 1:
-        raise ValueError(f"sequence classification needs labels of shape [batch], got {tuple(labels.shape)}")
+        raise InputError(f"sequence classification needs labels of shape [batch], got {tuple(labels.shape)}")
 
 
 def log_prob_of(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -79,7 +82,7 @@ def log_prob_of(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor, dt
         return torch.log_softmax(logits, -1).gather(-1, labels[:, None]).squeeze(-1)
     if task == "causal":
         logits, labels = logits[:, :-1], labels[:, 1:]
-    keep = labels != IGNORE
+    keep = labels != IGNORE_INDEX
     safe = labels.masked_fill(~keep, 0)
     logp = torch.log_softmax(logits, -1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
     return (logp * keep).sum(-1)
@@ -94,18 +97,18 @@ def predicted_labels(model: nn.Module, logits: torch.Tensor, batch: dict) -> tor
     if task == "seq2seq":
         mask = batch.get("decoder_attention_mask")
         if mask is None and batch.get("labels") is not None:
-            mask = batch["labels"] != IGNORE
-        return pred if mask is None else pred.masked_fill(~mask.bool(), IGNORE)
+            mask = batch["labels"] != IGNORE_INDEX
+        return pred if mask is None else pred.masked_fill(~mask.bool(), IGNORE_INDEX)
     mask = batch.get("attention_mask")
     if task == "causal":
         # position t + 1 is "labelled" with the argmax of the logits at t
-        shifted = torch.full_like(pred, IGNORE)
+        shifted = torch.full_like(pred, IGNORE_INDEX)
         shifted[:, 1:] = pred[:, :-1]
-        return shifted if mask is None else shifted.masked_fill(~mask.bool(), IGNORE)
-    return pred if mask is None else pred.masked_fill(~mask.bool(), IGNORE)
+        return shifted if mask is None else shifted.masked_fill(~mask.bool(), IGNORE_INDEX)
+    return pred if mask is None else pred.masked_fill(~mask.bool(), IGNORE_INDEX)
 
 
 def resolve(target: TargetSpec) -> TargetSpec:
-    if callable(target) or target in ("label", "prediction"):
+    if callable(target) or target in TARGETS:
         return target
-    raise ValueError(f"target must be 'label', 'prediction' or a callable (outputs, batch) -> Tensor, got {target!r}")
+    raise InputError(f"target must be 'label', 'prediction' or a callable (outputs, batch) -> Tensor, got {target!r}")

@@ -1,4 +1,4 @@
-r"""Methods that read every site in the same passes: conductance and the cheap baselines.
+r"""Gradient methods that read every site in the same passes, from the input embeddings.
 
 ``conductance`` (Dhamdhere et al. 2018): one IG path that interpolates the input
 embeddings E (baseline 0) at m + 1 nodes; the conductance of unit u is the
@@ -14,22 +14,22 @@ embeddings, not the site), so its scores rank units differently.
 
 ``grad_x_act``: X * dF/dX at the input (alpha = 1 only).  ``fisher`` (Kwon et al. 2022):
 the squared gradient of F with respect to a unit mask (at mask = 1 that gradient is the
-token-summed grad x act), summed over examples.  ``activation``: |X| averaged over a unit's
-features, reduced over tokens.
+token-summed grad x act), summed over examples.
 """
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 
-from ..sites import Site
-from ..hooks import patched_forwards
-from .runner import Clean, Runner, tile_batch
-from .tokens import per_unit, reduce_tokens, token_mask
-
-
-def _site_mask(clean: Clean, site: Site, x: torch.Tensor) -> torch.Tensor:
-    return token_mask(clean.objective_batch, site.stream, x.shape[1], clean.rows).to(x.device)
+from ...batches import tile_batch
+from ...errors import InputError, UnsupportedModelError
+from ..quadrature import quadrature
+from ..replay import replaced_forwards
+from ..runner import Clean, Runner
+from ...ops.reference import per_unit, reduce_tokens
+from .base import Method, register_method
 
 
 def interpolated_pass(runner: Runner, clean: Clean, alphas: list[float]):
@@ -44,7 +44,7 @@ def interpolated_pass(runner: Runner, clean: Clean, alphas: list[float]):
         if calls:
             replacements[name] = _scaled_embeddings(clean, name, calls, alphas)
     if not replacements:
-        raise RuntimeError(f"no embedding module of {type(runner.model).__name__} ran in the clean pass")
+        raise UnsupportedModelError(f"no embedding module of {type(runner.model).__name__} ran in the clean pass")
 
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -55,7 +55,7 @@ def interpolated_pass(runner: Runner, clean: Clean, alphas: list[float]):
 
     handles = [runner.model.get_submodule(s.path).register_forward_hook(capture(s)) for s in runner.sites]
     try:
-        with torch.enable_grad(), patched_forwards(runner.model, replacements):
+        with torch.enable_grad(), replaced_forwards(runner.model, replacements):
             outputs = runner.forward(tile_batch(clean.inputs, times))
             objective = runner.objective(outputs, tile_batch(clean.objective_batch, times))
             grads = torch.autograd.grad(objective.sum(), [seen[s.path][1] for s in runner.sites],
@@ -81,30 +81,10 @@ def _scaled_embeddings(clean: Clean, name: str, calls: list[int], alphas: list[f
         e = clean.log.outputs[(name, calls[min(counter[0], len(calls) - 1)])]
         counter[0] += 1
         if not torch.is_tensor(e):
-            raise TypeError(f"the embedding module {name} must return a tensor to be interpolated")
+            raise UnsupportedModelError(f"the embedding module {name} must return a tensor to be interpolated")
         a = torch.tensor(alphas, dtype=e.dtype, device=e.device).view(-1, *([1] * e.dim()))
         return (a * e.unsqueeze(0)).reshape(len(alphas) * e.shape[0], *e.shape[1:]).requires_grad_(True)
     return forward
-
-
-def grad_x_act(runner: Runner, clean: Clean, *, reduce: str) -> dict[str, torch.Tensor]:
-    per_site = interpolated_pass(runner, clean, [1.0])
-    return {s.path: reduce_tokens(per_unit(x * dx, s.unit_size), _site_mask(clean, s, x), reduce)
-            for s in runner.sites for x, dx in [per_site[s.path]]}
-
-
-def fisher(runner: Runner, clean: Clean) -> dict[str, torch.Tensor]:
-    mask_gradient = grad_x_act(runner, clean, reduce="sum")
-    return {path: g.square() for path, g in mask_gradient.items()}
-
-
-def activation(runner: Runner, clean: Clean, *, reduce: str) -> dict[str, torch.Tensor]:
-    out = {}
-    for site in runner.sites:
-        x = clean.site_inputs[site.path].to(runner.acc_dtype).abs()
-        out[site.path] = reduce_tokens(per_unit(x, site.unit_size) / site.unit_size,
-                                       _site_mask(clean, site, x), reduce)
-    return out
 
 
 def conductance(runner: Runner, clean: Clean, alphas: list[float], *, reduce: str,
@@ -127,5 +107,55 @@ def conductance(runner: Runner, clean: Clean, alphas: list[float], *, reduce: st
             totals[site.path] = totals.get(site.path, 0) + contribution
             previous[site.path] = (x[-1], dx[-1])
     return {s.path: reduce_tokens(per_unit(totals[s.path], s.unit_size),
-                                  _site_mask(clean, s, totals[s.path]), reduce) for s in runner.sites}
+                                  runner.token_mask(clean, s), reduce) for s in runner.sites}
 
+
+
+def grad_x_act(runner: Runner, clean: Clean, *, reduce: str) -> dict[str, torch.Tensor]:
+    per_site = interpolated_pass(runner, clean, [1.0])
+    return {s.path: reduce_tokens(per_unit(x * dx, s.unit_size), runner.token_mask(clean, s), reduce)
+            for s in runner.sites for x, dx in [per_site[s.path]]}
+
+
+@register_method
+class Conductance(Method):
+    """Captum's ``LayerConductance`` of every unit, one interpolation of the embeddings."""
+
+    name = "conductance"
+    records_embeddings = True
+
+    def nodes(self):
+        return quadrature(self.config.quadrature, self.config.steps + 1)
+
+    def score_batch(self, runner: Runner, clean: Clean, chunk: int) -> Iterator[tuple[str, torch.Tensor]]:
+        alphas, _ = self.nodes()
+        yield from conductance(runner, clean, alphas, reduce=self.config.reduce_tokens, chunk=chunk).items()
+
+
+@register_method
+class GradXAct(Method):
+    """Input x gradient at each site (first-order Taylor, LLM-Pruner's element-wise criterion)."""
+
+    name = "grad_x_act"
+    records_embeddings = True
+
+    def score_batch(self, runner: Runner, clean: Clean, chunk: int) -> Iterator[tuple[str, torch.Tensor]]:
+        yield from grad_x_act(runner, clean, reduce=self.config.reduce_tokens).items()
+
+
+@register_method
+class Fisher(Method):
+    """Kwon et al. 2022: the squared gradient of F with respect to each unit's mask."""
+
+    name = "fisher"
+    records_embeddings = True
+
+    @classmethod
+    def check(cls, config) -> None:
+        if config.reduce_tokens != "sum":
+            raise InputError("method='fisher' is the squared gradient of a unit mask, a sum over tokens: "
+                             "use reduce_tokens='sum'")
+
+    def score_batch(self, runner: Runner, clean: Clean, chunk: int) -> Iterator[tuple[str, torch.Tensor]]:
+        for path, mask_gradient in grad_x_act(runner, clean, reduce="sum").items():
+            yield path, mask_gradient.square()

@@ -1,0 +1,20 @@
+"""Architecture families: where each keeps its FFN neurons and attention heads, and how it
+stores its heads. One file per family (``bert.py``, ``t5.py``...); ``spec.py`` holds the
+description types and the registry that ``register_architecture`` adds a family to.
+"""
+
+from . import bert, distilbert, gpt2, llama, t5  # noqa: F401  (register the built-in families)
+from .spec import (
+    ArchSpec,
+    AttentionSpec,
+    FFNSpec,
+    HeadLayout,
+    NoHeadAttention,
+    head_layout,
+    register_architecture,
+    spec_for,
+    unregister_architecture,
+)
+
+__all__ = ["ArchSpec", "AttentionSpec", "FFNSpec", "HeadLayout", "NoHeadAttention", "head_layout",
+           "register_architecture", "spec_for", "unregister_architecture"]

@@ -1,0 +1,96 @@
+"""``AttributionConfig``: every setting of an attribution run, in one frozen object.
+
+It is the argument of ``attprune.attribute`` (keyword arguments override its fields), what
+``Scores.meta`` records (its fields, flat, beside the run's statistics), what a resumed run
+must match, and where the ``attprune score`` flags come from.
+
+>>> config = attprune.AttributionConfig(method="ig", steps=8, quadrature="gausslegendre")
+>>> scores = attprune.attribute(model, batches, config)
+>>> attprune.AttributionConfig.from_dict(scores.meta) == config
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Union
+
+import torch
+
+from ..errors import InputError
+from ..ops import BACKENDS
+from ..settings import DTYPE_NAMES, Settings, option, parse_dtype
+from ..sites import UNIT_KINDS
+from .inputs import LONG_INPUTS
+from .memory import parse_memory
+from .methods.base import METHODS, method_class
+from .objective import TARGETS
+from .quadrature import QUADRATURES
+from ..ops.reference import REDUCTIONS
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class AttributionConfig(Settings):
+    """The settings of one attribution run (see ``attprune.attribute`` for their meaning)."""
+
+    method: str = option("ig", "attribution method", choices=lambda: tuple(METHODS))
+    units: tuple[str, ...] = option(("ffn", "heads"), "unit kinds to score: ffn (intermediate neurons), heads "
+                                    "(query heads); comma-separated on the command line", parse=_comma_list)
+    steps: int = option(20, "quadrature nodes of the integration path (ig, conductance; Captum's n_steps)")
+    quadrature: str = option("riemann_right", "node rule of the path integral (Captum's method names)",
+                             choices=QUADRATURES)
+    target: Union[str, Callable] = option("label", "explain the gold label's log-probability, or the model's own "
+                                                   "prediction (no labels needed); in Python also a callable "
+                                                   "(outputs, batch) -> Tensor[batch]", cli_choices=TARGETS)
+    reduce_tokens: str = option("sum", "how per-token scores become one per example (over real tokens)",
+                                choices=REDUCTIONS)
+    dtype: torch.dtype | None = option(None, "compute the model in this dtype (autocast); scores accumulate in "
+                                             "float32 (float64 for a float64 model)", cli_choices=DTYPE_NAMES)
+    backend: str = option("auto", "IG step arithmetic: torch (reference), triton (fused kernels, CUDA), native "
+                                  "(the CMake-built CPU op), auto (triton on CUDA, else torch)", choices=BACKENDS)
+    seed: int = option(0, "seed of method=random")
+    long_inputs: str = option("truncate", "inputs longer than the model's positions: truncate (with a warning) or "
+                                          "refuse (error)", choices=LONG_INPUTS)
+    internal_batch_size: int | None = option(None, "interpolation rows (examples x nodes) per forward/backward "
+                                                   "pass, as Captum's internal_batch_size; default: what fits "
+                                                   "memory_budget", parse=int, flag="--rows-per-pass")
+    memory_budget: int | str | None = option(None, "memory one pass may use (bytes or '8GB'); default: half the "
+                                                   "free memory of the model's GPU, or a token budget on CPU",
+                                             cli=False)
+
+    #: fields that change how a run computes, not what it computes (beyond float rounding)
+    RUN_ONLY = ("backend", "internal_batch_size", "memory_budget")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", parse_dtype(self.dtype))
+        if isinstance(self.units, (list, tuple)):
+            object.__setattr__(self, "units", tuple(self.units))
+        super().__post_init__()
+
+    def check(self) -> None:
+        if isinstance(self.units, str):
+            raise InputError(f"units must be a tuple such as ('ffn', 'heads'), got the string {self.units!r}")
+        if not self.units or any(u not in UNIT_KINDS for u in self.units):
+            raise InputError(f"units must be a non-empty subset of {UNIT_KINDS}, got {self.units!r}")
+        if not _positive_int(self.steps):
+            raise InputError(f"steps must be an integer >= 1, got {self.steps!r}")
+        if self.internal_batch_size is not None and not _positive_int(self.internal_batch_size):
+            raise InputError(f"internal_batch_size must be an integer >= 1, got {self.internal_batch_size!r}")
+        if not callable(self.target) and self.target not in TARGETS:
+            raise InputError(f"target must be 'label', 'prediction' or a callable (outputs, batch) -> Tensor, "
+                             f"got {self.target!r}")
+        if self.memory_budget is not None:
+            parse_memory(self.memory_budget)
+        method_class(self.method).check(self)
+
+    def result_settings(self) -> dict:
+        """The fields that decide the scores (what merged or resumed runs must share)."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.RUN_ONLY}
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

@@ -1,0 +1,97 @@
+"""The attribution-method registry: one ``Method`` subclass per method, registered by name.
+
+A method declares what it needs and how it scores; ``attprune.attribute`` reads only these
+declarations, so adding a method is one class::
+
+    from attprune.attribution import Method, register_method
+
+    @register_method
+    class InputNorm(Method):
+        \"\"\"L2 norm of each unit's input features, summed over real tokens.\"\"\"
+        name = "input_norm"
+
+        def score_batch(self, runner, clean, chunk):
+            for site in runner.sites:
+                x = clean.site_inputs[site.path].to(runner.acc_dtype)
+                per_token = per_unit(x.square(), site.unit_size).sqrt()
+                yield site.path, reduce_tokens(per_token, runner.token_mask(clean, site), "sum")
+
+    scores = attprune.attribute(model, batches, method="input_norm")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, Iterator
+
+import torch
+from torch import nn
+
+from ...errors import InputError
+
+if TYPE_CHECKING:  # annotations only: the config module imports this registry
+    from ...sites import Site
+    from ..config import AttributionConfig
+    from ..runner import Clean, Runner
+
+METHODS: dict[str, type["Method"]] = {}
+
+
+class Method:
+    """One attribution method.
+
+    Declarations (class attributes):
+        name: the ``method=`` string.
+        needs_data: False for scores that need no batches (``score_without_data``).
+        records_embeddings: the clean pass keeps the input embeddings' outputs (methods that
+            interpolate or differentiate from the embeddings).
+        replays_sites: the clean pass records what each site's replay needs (per-site IG:
+            the layers below a site are not run again).
+
+    A data-driven method implements ``score_batch``: per-example scores [rows, units] of
+    every site, yielded as ``(site path, scores)``; a data-free one ``score_without_data``.
+    """
+
+    name: ClassVar[str]
+    needs_data: ClassVar[bool] = True
+    records_embeddings: ClassVar[bool] = False
+    replays_sites: ClassVar[bool] = False
+
+    def __init__(self, config: "AttributionConfig"):
+        self.config = config
+
+    @classmethod
+    def check(cls, config: "AttributionConfig") -> None:
+        """Refuse settings this method cannot honour (raise ``InputError``)."""
+
+    def nodes(self) -> tuple[list[float], list[float]] | None:
+        """``(alphas, weights)`` of the method's integration path, or None (one pass per batch)."""
+        return None
+
+    def score_batch(self, runner: "Runner", clean: "Clean", chunk: int) -> Iterator[tuple[str, torch.Tensor]]:
+        """Per-example scores of every site from one batch; ``chunk``: nodes per forward pass."""
+        raise NotImplementedError(f"method {self.name!r} scores without data")
+
+    def score_without_data(self, model: nn.Module, sites: list["Site"]) -> dict[str, torch.Tensor]:
+        """One score per unit of every site, from the weights alone."""
+        raise NotImplementedError(f"method {self.name!r} needs data")
+
+
+def register_method(cls: type[Method], *, override: bool = False) -> type[Method]:
+    """Add a ``Method`` subclass to the registry (usable as a class decorator)."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise InputError(f"{cls.__name__} needs a class attribute name = '...'")
+    if name in METHODS and METHODS[name] is not cls and not override:
+        raise InputError(f"method {name!r} is already registered ({METHODS[name].__name__}); pass override=True")
+    METHODS[name] = cls
+    return cls
+
+
+def unregister_method(name: str) -> None:
+    METHODS.pop(name, None)
+
+
+def method_class(name: str) -> type[Method]:
+    if name not in METHODS:
+        raise InputError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[name]

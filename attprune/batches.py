@@ -1,0 +1,39 @@
+"""What attprune takes as a batch: a dict of tensors, as the model's forward takes them.
+
+``labels`` holds class ids (sequence classification), per-token ids (token classification,
+causal and seq2seq LMs) with ``IGNORE_INDEX`` marking positions nothing scores, as in
+PyTorch's ``cross_entropy`` and Hugging Face's models.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: label of a position that no loss or objective reads (PyTorch's ``ignore_index`` default)
+IGNORE_INDEX = -100
+
+
+def batch_rows(batch: dict) -> int:
+    """The number of examples: the leading size of the batch's tensors."""
+    for value in batch.values():
+        if torch.is_tensor(value) and value.dim() > 0:
+            return value.shape[0]
+    raise ValueError("a batch must hold at least one tensor (input_ids, ...)")
+
+
+def tile(x: torch.Tensor, times: int) -> torch.Tensor:
+    """[rows, ...] -> [times * rows, ...], step-major (row k * rows + b is copy k of example b)."""
+    return x if times == 1 else x.repeat(times, *([1] * (x.dim() - 1)))
+
+
+def tile_batch(batch: dict, times: int) -> dict:
+    """Every per-example tensor of ``batch`` tiled ``times`` (step-major); the rest as it is."""
+    rows = batch_rows(batch)
+    return {k: tile(v, times) if torch.is_tensor(v) and v.dim() and v.shape[0] == rows else v
+            for k, v in batch.items()}
+
+
+def slice_batch(batch: dict, rows: slice) -> dict:
+    """The examples ``rows`` of every per-example tensor."""
+    n = batch_rows(batch)
+    return {k: v[rows] if torch.is_tensor(v) and v.dim() and v.shape[0] == n else v for k, v in batch.items()}
