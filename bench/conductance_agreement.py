@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import attprune
-from attprune.demo import fit_head
+from attprune.demo import train_classifier
 from attprune.models import load_minilm_classifier
 from attprune.samples import LABELS, SENTENCES
 
@@ -41,7 +41,7 @@ def main(steps: int = 20, n: int = 16) -> dict:
     model, tok = load_minilm_classifier()
     enc = tok(SENTENCES, padding=True, return_tensors="pt")
     batch = dict(enc, labels=torch.tensor(LABELS))
-    fit_head(model, batch)
+    train_classifier(model, batch)
     sub = {k: v[:n] for k, v in batch.items()}
     results, seconds = {}, {}
     for method in ("ig", "conductance"):

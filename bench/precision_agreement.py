@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import attprune
-from attprune.demo import fit_head
+from attprune.demo import train_classifier
 from attprune.models import load_minilm_classifier
 from attprune.samples import LABELS, SENTENCES
 
@@ -55,7 +55,7 @@ def main(argv=None) -> dict:
     torch.manual_seed(0)
     model, tokenizer = load_minilm_classifier(num_labels=2)
     batch = dict(tokenizer(SENTENCES, padding=True, return_tensors="pt"), labels=torch.tensor(LABELS))
-    fit_head(model, batch)
+    train_classifier(model, batch)
     batch = {k: v[:args.n].to(args.device) for k, v in batch.items()}
     model.to(args.device)
     runs = {"float32": attprune.attribute(model, [batch], steps=args.steps, progress=False)}

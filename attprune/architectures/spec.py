@@ -3,23 +3,8 @@ stores its heads. One ``register_architecture(ArchSpec(...))`` call is all attpr
 score, mask, compact and reload a family; the built-in ones are the other files of this
 folder (one per family).
 
-Example (a BERT-like model)::
-
-    from attprune import ArchSpec, AttentionSpec, FFNSpec, HeadLayout, register_architecture
-
-    register_architecture(ArchSpec(
-        name="my-bert",
-        model_types=("my_bert",),
-        blocks=(("encoder.layer", "input"),),
-        attention=(AttentionSpec(module="attention", out="output.dense",
-                                 q="self.query", k="self.key", v="self.value"),),
-        ffn=(FFNSpec(module="", down="output.dense", up=("intermediate.dense",)),),
-        head_dim=lambda cfg: cfg.hidden_size // cfg.num_attention_heads,
-        embeddings=("embeddings",),
-        heads=HeadLayout(lambda n_heads, n_kv_heads, head_dim: {"num_attention_heads": n_heads,
-                                                                "all_head_size": n_heads * head_dim},
-                         module="self", empty="self"),
-    ))
+Examples: ``bert.py`` (the simplest family), ``t5.py`` (a layout with model-level work),
+and the README's "Extending attprune" for a family written from scratch.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from attprune.data import accuracy
 from attprune.io import write_json
 from attprune.tasks import report
 from attprune.tasks.encode import encode
-from attprune.tasks.experiment import latency_ms
+from attprune.timing import forward_latency
 from attprune.tasks.pack import TASKS, load_task
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "adapting"
@@ -177,10 +177,11 @@ def compacted_point(task: str, sparsity: float, model, task_model, test: list[di
     small = task_model.compact()
     dense = AdaptedModel(task_model.encoder, task_model.head, [], {})  # same head, nothing pruned
     batch = {k: v for k, v in test[0].items() if k != "labels"}
+    timing = forward_latency({"dense": dense, "compact": small}, batch, repeats=5, warmup=1)
     return {"task": task, "sparsity": sparsity,
             "params_dense": sum(p.numel() for p in model.parameters()),
             "params_compact": sum(p.numel() for p in small.encoder.parameters()),
-            "dense_ms": round(latency_ms(dense, batch, 5), 1), "compact_ms": round(latency_ms(small, batch, 5), 1),
+            "dense_ms": round(timing["dense"].min_ms, 1), "compact_ms": round(timing["compact"].min_ms, 1),
             "masked_accuracy": accuracy(task_model, test), "compact_accuracy": accuracy(small, test),
             "batch_shape": list(batch["input_ids"].shape)}
 

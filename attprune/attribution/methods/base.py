@@ -1,20 +1,14 @@
 """The attribution-method registry: one ``Method`` subclass per method, registered by name.
 
 A method declares what it needs and how it scores; ``attprune.attribute`` reads only these
-declarations, so adding a method is one class::
-
-    from attprune.attribution import Method, register_method
+declarations, so adding a method is one class (README, "Extending attprune")::
 
     @register_method
     class InputNorm(Method):
-        \"\"\"L2 norm of each unit's input features, summed over real tokens.\"\"\"
         name = "input_norm"
 
-        def score_batch(self, runner, clean, chunk):
-            for site in runner.sites:
-                x = clean.site_inputs[site.path].to(runner.acc_dtype)
-                per_token = per_unit(x.square(), site.unit_size).sqrt()
-                yield site.path, reduce_tokens(per_token, runner.token_mask(clean, site), "sum")
+        def score_batch(self, runner, clean, chunk):   # yields (site path, [rows, units] scores)
+            ...
 
     scores = attprune.attribute(model, batches, method="input_norm")
 """
@@ -27,11 +21,11 @@ import torch
 from torch import nn
 
 from ...errors import InputError
+from ...sites import Site
+from ..runner import Clean, Runner
 
-if TYPE_CHECKING:  # annotations only: the config module imports this registry
-    from ...sites import Site
+if TYPE_CHECKING:  # an annotation only: the config module reads this registry for its choices
     from ..config import AttributionConfig
-    from ..runner import Clean, Runner
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -67,11 +61,11 @@ class Method:
         """``(alphas, weights)`` of the method's integration path, or None (one pass per batch)."""
         return None
 
-    def score_batch(self, runner: "Runner", clean: "Clean", chunk: int) -> Iterator[tuple[str, torch.Tensor]]:
+    def score_batch(self, runner: Runner, clean: Clean, chunk: int) -> Iterator[tuple[str, torch.Tensor]]:
         """Per-example scores of every site from one batch; ``chunk``: nodes per forward pass."""
         raise NotImplementedError(f"method {self.name!r} scores without data")
 
-    def score_without_data(self, model: nn.Module, sites: list["Site"]) -> dict[str, torch.Tensor]:
+    def score_without_data(self, model: nn.Module, sites: list[Site]) -> dict[str, torch.Tensor]:
         """One score per unit of every site, from the weights alone."""
         raise NotImplementedError(f"method {self.name!r} needs data")
 
