@@ -44,6 +44,7 @@ bench: native
 	$(PY) bench/precision_agreement.py
 	$(PY) bench/compaction_latency.py
 	$(PY) bench/dispatch_overhead.py
+	$(PY) bench/ig_fidelity.py
 	$(PY) -m pytest bench/ --benchmark-only --benchmark-columns=min,mean,rounds
 
 clean:

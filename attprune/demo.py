@@ -26,9 +26,9 @@ from .samples import LABELS, SENTENCES
 from .sites import find_sites
 from .timing import forward_latency
 
-#: the demo's IG: 4 Gauss-Legendre nodes, measured on MiniLM to match the float64 GL-64
-#: reference better than 20 Riemann nodes (kept@50: FFN 0.9996 vs 0.9954, heads 1.000 vs
-#: 0.972) at a fifth of the time (bench/README.md, "IG nodes")
+#: the demo's IG: 4 Gauss-Legendre nodes, measured on the demo's model to match a float64
+#: GL-64 reference better than 20 Riemann nodes (error 9.0e-3 vs 6.8e-2, kept@50 1.000 vs
+#: 0.997) in a sixth of the time (``bench/ig_fidelity.py``; bench/README.md, "IG nodes")
 DEMO_IG = {"quadrature": "gausslegendre", "steps": 4}
 DEMO_METHODS = ("ig", "activation", "magnitude", "random")
 DEMO_SPARSITIES = (0.3, 0.5, 0.7)
@@ -126,7 +126,8 @@ def run_task_demo(out: str | Path = "out/demo", tasks: tuple[str, ...] = ("hedge
               + ", ".join(f"{m} {cost[f'{task}/{m}']:.1f} s" for m in DEMO_METHODS) + " (as first computed)")
     data = report.curves(rows)
     _print_table(data, dense, max_test)
-    print(f"\ncompacted at {ffn:.0%} FFN sparsity (IG), CPU, a batch of 32 x 64 tokens, median of 15 interleaved runs:")
+    print(f"\ncompacted at {ffn:.0%} FFN sparsity (IG), CPU, a batch of 32 x 64 tokens, "
+          "median of 15 interleaved runs:")
     for task, c in compacted.items():
         print(f"  {task}: params {c['params_dense']:,} -> {c['params_compact']:,}; latency "
               f"{c['dense_ms']:.0f} -> {c['compact_ms']:.0f} ms ({c['dense_ms'] / c['compact_ms']:.2f}x; IQR dense "

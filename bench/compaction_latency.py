@@ -75,7 +75,8 @@ def bench_model(name: str, args) -> list[dict]:
                 rows.append(dict(model=name, round_to=round_to, batch=batch, seq=seq, dense_ms=round(dense_ms, 2),
                                  masked_ms=round(masked_ms, 2), compact_ms=round(compact_ms, 2),
                                  speedup=round(achieved, 3),
-                                 median_speedup=round(timing["dense"].median_ms / timing["compact"].median_ms, 3), ideal_speedup=round(ideal_speedup, 3),
+                                 median_speedup=round(timing["dense"].median_ms / timing["compact"].median_ms, 3),
+                                 ideal_speedup=round(ideal_speedup, 3),
                                  fraction_of_ideal=round(achieved / ideal_speedup, 3),
                                  dense_weights_MiB=round(weight_mib(dense), 1),
                                  compact_weights_MiB=round(weight_mib(compacted), 1)))

@@ -32,7 +32,8 @@ class ToyAttention(nn.Module):
 
     def forward(self, x, mask):
         rows, tokens, _ = x.shape
-        q, k, v = (p(x).view(rows, tokens, self.n_heads, self.head_dim).transpose(1, 2) for p in (self.q, self.k, self.v))
+        q, k, v = (p(x).view(rows, tokens, self.n_heads, self.head_dim).transpose(1, 2)
+                   for p in (self.q, self.k, self.v))
         scores = q @ k.transpose(-1, -2) / self.head_dim ** 0.5
         scores = scores.masked_fill(~mask[:, None, None, :].bool(), torch.finfo(scores.dtype).min)
         context = (scores.softmax(-1) @ v).transpose(1, 2).reshape(rows, tokens, self.n_heads * self.head_dim)

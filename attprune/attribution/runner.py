@@ -93,7 +93,8 @@ class Runner:
 
     def _split(self, batch: dict) -> tuple[dict, torch.Tensor | None]:
         if not isinstance(batch, dict):
-            raise InputTypeError(f"each batch must be a dict of tensors (as a model takes them), got {type(batch).__name__}")
+            raise InputTypeError("each batch must be a dict of tensors (as a model takes them), got "
+                                 f"{type(batch).__name__}")
         batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
         labels = batch.pop("labels", None)
         if "input_ids" not in batch and "inputs_embeds" not in batch:

@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from ..attribution import Scores, attribute
