@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import InputError
+
 #: label of a position that no loss or objective reads (PyTorch's ``ignore_index`` default)
 IGNORE_INDEX = -100
 
@@ -18,7 +20,7 @@ def batch_rows(batch: dict) -> int:
     for value in batch.values():
         if torch.is_tensor(value) and value.dim() > 0:
             return value.shape[0]
-    raise ValueError("a batch must hold at least one tensor (input_ids, ...)")
+    raise InputError("a batch must hold at least one tensor (input_ids, ...)")
 
 
 def tile(x: torch.Tensor, times: int) -> torch.Tensor:

@@ -324,13 +324,12 @@ def _adapt(args) -> int:
     held_out_rows = _read_rows(args, args.eval_data) if args.eval_data else None
     check_writable(Path(args.out).parent)
     model, tokenizer = _load_model(args.model, config.seed)
-    num_labels = config.num_labels or getattr(model.config, "num_labels", None) or 2
+    num_labels = _label_bound(model, config.num_labels)
     label2id = getattr(model.config, "label2id", None)
     train = _batches_from(args, rows, tokenizer, num_labels, label2id, label_column=args.label_column)
     held_out = (_batches_from(args, held_out_rows, tokenizer, num_labels, label2id, label_column=args.label_column)
                 if held_out_rows else None)
-    result = adapt(model, train, config.replace(num_labels=num_labels), eval_batches=held_out,
-                   progress=not args.no_progress)
+    result = adapt(model, train, config, eval_batches=held_out, progress=not args.no_progress)
     out = result.save(args.out, tokenizer=tokenizer)
     stats = result.stats
     held_out = f"; held-out accuracy {stats['eval_accuracy']:.3f}" if "eval_accuracy" in stats else ""
@@ -338,6 +337,16 @@ def _adapt(args) -> int:
           f"{stats['sparsity']:.1%}) after {stats['steps']} steps ({stats['stopped']}){held_out}")
     print(f"wrote {out} (attprune.apply_adapted(model, '{out}') puts the task on the pre-trained model)")
     return 0
+
+
+def _label_bound(model, num_labels: int | None) -> int:
+    """The class ids the data may hold: ``--num-labels``, else a classifier's own count, else any
+    (``adapt`` then infers the classes from the labels)."""
+    if num_labels is not None:
+        return num_labels
+    if type(model).__name__.endswith("ForSequenceClassification"):
+        return model.config.num_labels
+    return sys.maxsize
 
 
 def _prune(args) -> int:

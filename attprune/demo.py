@@ -122,7 +122,8 @@ def run_task_demo(out: str | Path = "out/demo", tasks: tuple[str, ...] = ("hedge
             rows += [dict(task=task, method=method, **r) for r in sweep(run, scores, sparsities=DEMO_SPARSITIES)]
             if method == "ig":
                 compacted[task] = compact_point(run, scores, ffn=ffn)
-        print(f"{task}: scored {sum(s.n_units for s in find_sites(run.model, units=('ffn',)))} FFN neurons from {n_attr} examples: "
+        neurons = sum(s.n_units for s in find_sites(run.model, units=("ffn",)))
+        print(f"{task}: scored {neurons:,} FFN neurons from {n_attr} examples: "
               + ", ".join(f"{m} {cost[f'{task}/{m}']:.1f} s" for m in DEMO_METHODS) + " (as first computed)")
     data = report.curves(rows)
     _print_table(data, dense, max_test)

@@ -35,6 +35,12 @@ def option(default: Any, help: str, choices: tuple | Callable[[], tuple] | None 
                                                          "parse": parse, "cli_choices": cli_choices})
 
 
+def check_int(name: str, value, minimum: int = 1) -> None:
+    """``value`` must be an int (not a bool) >= ``minimum``; else ``InputError`` naming ``name``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
 def choices_of(field: dataclasses.Field) -> tuple | None:
     choices = field.metadata.get("choices")
     return tuple(choices()) if callable(choices) else choices

@@ -76,6 +76,8 @@ def test_score_unsupervised_needs_no_label_column(tiny_model_dir, tmp_path):
     (["--label-column", "stars"], "no label column 'stars'"),
     ([], r"label ids \[-1\] are outside \[0, 2\)"),
     (["--steps", "0", "--label-map=-1:0,1:1"], "steps must be an integer >= 1"),
+    (["--quadrature", "riemann_trapezoid", "--steps", "1", "--label-map=-1:0,1:1"],
+     "riemann_trapezoid needs steps >= 2"),
 ])
 def test_score_errors_exit_2_with_a_message(tiny_model_dir, review_csv, tmp_path, capsys, args, match):
     base = ["score", "--model", str(tiny_model_dir), "--data", str(review_csv), "--out", str(tmp_path / "o"),

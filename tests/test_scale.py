@@ -122,6 +122,15 @@ def test_resume_refuses_other_data_or_weights_naming_what_differs(tmp_path):
     assert not folder.exists()
 
 
+def test_resume_refuses_partial_sums_of_another_number_of_processes(tmp_path):
+    model = tiny.bert_cls()
+    folder = tmp_path / "partial"
+    folder.mkdir()
+    (folder / "partial-rank1-of2.safetensors").write_bytes(b"")  # what a two-process run leaves
+    with pytest.raises(ResumeMismatchError, match=r"its number of processes \(found partial-rank1-of2"):
+        attprune.attribute(model, tiny_batches(model, n=2), steps=2, resume_dir=folder, progress=False)
+
+
 def score_command(model_dir, data, out, *launcher):
     return [*launcher, "-m", "attprune", "score", "--model", str(model_dir), "--data", str(data), "--steps", "3",
             "--batch-size", "2", "--out", str(out), "--no-progress"]

@@ -89,3 +89,9 @@ def test_summary_mentions_every_kind():
     model = tiny.gpt2(dtype=torch.float32)
     text = attprune.attribute(model, None, method="magnitude").summary()
     assert "ffn: 2 sites, 70 units" in text and "heads: 2 sites, 8 units" in text
+
+
+def test_the_order_of_units_is_not_a_setting():
+    """("heads", "ffn") is ("ffn", "heads"): runs of either merge and resume into each other."""
+    a = attprune.AttributionConfig(units=("heads", "ffn"))
+    assert a.units == ("ffn", "heads") and a.result_settings() == attprune.AttributionConfig().result_settings()

@@ -21,7 +21,7 @@ import dataclasses
 from pathlib import Path
 
 from ..errors import AdaptedMismatchError, InputError
-from ..settings import Settings, option
+from ..settings import Settings, check_int, option
 from .head import HEAD_KINDS
 from .store import read_task_file
 from .targets import GRANULARITIES, check_embeddings
@@ -49,14 +49,6 @@ def _check_at_least(name: str, value, minimum: float, strict: bool = False) -> N
     if not _is_number(value) or value < minimum or (strict and value == minimum):
         bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
         raise InputError(f"{name} must be a number {bound}, got {value!r}")
-
-
-def _check_int(name: str, value, minimum: int, none_means: str | None = None) -> None:
-    if value is None and none_means is not None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        alternative = f" (or None: {none_means})" if none_means else ""
-        raise InputError(f"{name} must be an integer >= {minimum}{alternative}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +82,7 @@ class AdaptConfig(Settings):
 
     def check(self) -> None:
         check_sparsity(self.sparsity)
-        _check_int("epochs", self.epochs, 1)
+        check_int("epochs", self.epochs)
         if self.decay != "auto":
             if not _is_number(self.decay) or self.decay < 0:
                 raise InputError(f"decay must be a number >= 0 or 'auto', got {self.decay!r}")
@@ -103,7 +95,8 @@ class AdaptConfig(Settings):
         if not isinstance(self.embeddings, bool):
             raise InputError(f"embeddings must be True or False, got {self.embeddings!r}")
         check_embeddings(self.granularity, self.embeddings)
-        _check_int("num_labels", self.num_labels, 2, none_means="inferred from the labels")
+        if self.num_labels is not None:  # None: inferred from the labels
+            check_int("num_labels", self.num_labels, 2)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise InputError(f"seed must be an integer, got {self.seed!r}")
 

@@ -10,11 +10,11 @@ from .spec import (
     FFNSpec,
     HeadLayout,
     NoHeadAttention,
-    head_layout,
+    missing_head_layout,
     register_architecture,
     spec_for,
     unregister_architecture,
 )
 
-__all__ = ["ArchSpec", "AttentionSpec", "FFNSpec", "HeadLayout", "NoHeadAttention", "head_layout",
+__all__ = ["ArchSpec", "AttentionSpec", "FFNSpec", "HeadLayout", "NoHeadAttention", "missing_head_layout",
            "register_architecture", "spec_for", "unregister_architecture"]

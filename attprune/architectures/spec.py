@@ -189,10 +189,8 @@ def spec_for(model: nn.Module) -> ArchSpec:
     )
 
 
-def head_layout(spec: ArchSpec) -> HeadLayout:
-    """The spec's head layout, or a clear error for a family registered without one."""
-    if spec.heads is None:
-        raise UnsupportedModelError(
-            f"the architecture {spec.name!r} was registered without a head layout, so its heads cannot be "
-            "compacted; register it with ArchSpec(..., heads=HeadLayout(...)) (README, 'Your own architecture')")
-    return spec.heads
+def missing_head_layout(spec: ArchSpec) -> UnsupportedModelError:
+    """The error for compacting the heads of a family registered without a head layout."""
+    return UnsupportedModelError(
+        f"the architecture {spec.name!r} was registered without a head layout, so its heads cannot be "
+        "compacted; register it with ArchSpec(..., heads=HeadLayout(...)) (README, 'Extending attprune')")

@@ -12,13 +12,14 @@ from tqdm.auto import tqdm
 
 from .. import devices, ops
 from ..errors import InputError
+from ..settings import check_int
 from ..sites import Site, find_embeddings, find_sites
 from . import distributed
 from .config import AttributionConfig
 from .inputs import check_batch
 from .memory import nodes_per_pass, token_budget
 from .methods import Method, method_class
-from .resume import DataDigest, PartialRun, weights_digest
+from .resume import DataDigest, PartialRun
 from .runner import Runner, attribution_mode
 from .scores import Scores, SiteScores
 
@@ -107,14 +108,13 @@ def _stats_of(sites: list[Site], path: str, per_example: torch.Tensor) -> SiteSc
 
 
 def _partial(model, sites, batches, config: AttributionConfig, resume_dir, save_every) -> PartialRun | None:
-    if not isinstance(save_every, int) or isinstance(save_every, bool) or save_every < 1:
-        raise InputError(f"save_every must be an integer >= 1, got {save_every!r}")
+    check_int("save_every", save_every)
     if resume_dir is None:
         return None
     settings = dict(config.result_settings(), sites=[(s.path, s.n_units) for s in sites],
                     model_class=type(model).__name__)
     n_batches = len(batches) if hasattr(batches, "__len__") else None
-    return PartialRun(resume_dir, settings, weights_digest(model), n_batches, *distributed.rank_and_size())
+    return PartialRun(resume_dir, settings, model, n_batches, *distributed.rank_and_size())
 
 
 def _reduced(stats: dict[str, SiteScores]) -> dict[str, SiteScores]:

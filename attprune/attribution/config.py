@@ -6,12 +6,13 @@ must match, and where the ``attprune score`` flags come from.
 
 >>> config = attprune.AttributionConfig(method="ig", steps=8, quadrature="gausslegendre")
 >>> scores = attprune.attribute(model, batches, config)
->>> attprune.AttributionConfig.from_dict(scores.meta) == config
+>>> scores.settings() == config.result_settings()      # meta also records the resolved backend
 True
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Union
 
@@ -19,7 +20,7 @@ import torch
 
 from ..errors import InputError
 from ..ops import BACKENDS
-from ..settings import DTYPE_NAMES, Settings, option, parse_dtype
+from ..settings import DTYPE_NAMES, Settings, check_int, option, parse_dtype
 from ..sites import UNIT_KINDS
 from .inputs import LONG_INPUTS
 from .memory import parse_memory
@@ -67,8 +68,9 @@ class AttributionConfig(Settings):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", parse_dtype(self.dtype))
-        if isinstance(self.units, (list, tuple)):
-            object.__setattr__(self, "units", tuple(self.units))
+        if isinstance(self.units, (list, tuple)):  # in UNIT_KINDS order: ("heads", "ffn") is ("ffn", "heads")
+            order = {kind: i for i, kind in enumerate(UNIT_KINDS)}
+            object.__setattr__(self, "units", tuple(sorted(set(self.units), key=lambda u: order.get(u, len(order)))))
         super().__post_init__()
 
     def check(self) -> None:
@@ -76,10 +78,9 @@ class AttributionConfig(Settings):
             raise InputError(f"units must be a tuple such as ('ffn', 'heads'), got the string {self.units!r}")
         if not self.units or any(u not in UNIT_KINDS for u in self.units):
             raise InputError(f"units must be a non-empty subset of {UNIT_KINDS}, got {self.units!r}")
-        if not _positive_int(self.steps):
-            raise InputError(f"steps must be an integer >= 1, got {self.steps!r}")
-        if self.internal_batch_size is not None and not _positive_int(self.internal_batch_size):
-            raise InputError(f"internal_batch_size must be an integer >= 1, got {self.internal_batch_size!r}")
+        check_int("steps", self.steps)
+        if self.internal_batch_size is not None:
+            check_int("internal_batch_size", self.internal_batch_size)
         if not callable(self.target) and self.target not in TARGETS:
             raise InputError(f"target must be 'label', 'prediction' or a callable (outputs, batch) -> Tensor, "
                              f"got {self.target!r}")
@@ -87,10 +88,13 @@ class AttributionConfig(Settings):
             parse_memory(self.memory_budget)
         method_class(self.method).check(self)
 
+    @classmethod
+    def result_fields(cls) -> tuple[str, ...]:
+        """The names of the fields that decide the scores."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name not in cls.RUN_ONLY)
+
     def result_settings(self) -> dict:
         """The fields that decide the scores (what merged or resumed runs must share)."""
-        return {k: v for k, v in self.to_dict().items() if k not in self.RUN_ONLY}
+        values = self.to_dict()
+        return {name: values[name] for name in self.result_fields()}
 
-
-def _positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

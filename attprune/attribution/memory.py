@@ -7,12 +7,13 @@ token budget applies (``TOKEN_BUDGET``).  Activation memory per token of a pass 
 estimated from the config (a conservative count of what backward keeps per layer:
 ~18 hidden-size vectors, the FFN activations twice, the attention probabilities); an
 under-estimate is caught at run time, where a CUDA out-of-memory error halves the chunk
-(``ig.halving_on_oom``).
+(``halving_on_oom``).
 """
 
 from __future__ import annotations
 
 import re
+from typing import Callable, TypeVar
 
 import torch
 
@@ -68,3 +69,20 @@ def nodes_per_pass(steps: int, rows: int, tokens: int, batch_size: int | None, t
     if batch_size is not None:
         return max(1, min(steps, batch_size // rows))
     return max(1, min(steps, token_budget // max(rows * tokens, 1)))
+
+
+T = TypeVar("T")
+
+
+def halving_on_oom(run: Callable[[int], T], chunk: int) -> T:
+    """``run(chunk)``; on a device out-of-memory error retry with half the steps per pass,
+    down to one step (then the error stands: one example does not fit)."""
+    while True:
+        try:
+            return run(chunk)
+        except torch.OutOfMemoryError:
+            if chunk == 1:
+                raise
+            chunk = max(1, chunk // 2)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()

@@ -19,6 +19,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import InputError
+from ..settings import check_int
+
 QUADRATURES = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 
 
@@ -29,14 +32,13 @@ def quadrature(name: str, steps: int) -> tuple[list[float], list[float]]:
     [0.25, 0.5, 0.75, 1.0]
     """
     if name not in QUADRATURES:
-        raise ValueError(f"unknown quadrature {name!r}; choose one of {', '.join(QUADRATURES)}")
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+        raise InputError(f"unknown quadrature {name!r}; choose one of {', '.join(QUADRATURES)}")
+    check_int("steps", steps)
     if name == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(steps)
         return (0.5 * (1 + nodes)).tolist(), (0.5 * weights).tolist()
     if name == "riemann_trapezoid" and steps < 2:
-        raise ValueError("riemann_trapezoid needs steps >= 2")
+        raise InputError("riemann_trapezoid needs steps >= 2")
     weights = [1.0 / steps] * steps
     # torch.linspace in float32, as Captum computes its nodes
     if name == "riemann_right":

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..batches import tile
+from ..errors import UnsupportedModelError
 
 
 def map_tensors(obj: Any, fn: Callable[[int, torch.Tensor], torch.Tensor], counter: list[int] | None = None) -> Any:
@@ -119,7 +120,7 @@ def calls_before(log: CallLog, site: str) -> list[tuple[str, int]]:
     """The maximal calls that finished before ``site`` started (their outputs cannot depend on it)."""
     starts = [c for c in log.calls if c.module == site]
     if len(starts) != 1:
-        raise ValueError(f"site {site} ran {len(starts)} times in one forward; attprune needs exactly one")
+        raise UnsupportedModelError(f"site {site} ran {len(starts)} times in one forward; attprune needs exactly one")
     site_start = starts[0].start
     done = [c for c in log.calls if c.end != -1 and c.end < site_start]
     maximal, reach = [], -1

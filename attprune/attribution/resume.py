@@ -68,19 +68,31 @@ class Resumed:
 class PartialRun:
     """The partial sums of one rank of one run.
 
-    ``settings``: what decides the scores (JSON-able); ``weights``: ``weights_digest(model)``;
+    ``settings``: what decides the scores (JSON-able); ``model``: whose weights the run reads
+    (digested only when a partial file is read or written, not on every fresh run);
     ``n_batches``: the data's length when it has one.
     """
 
-    def __init__(self, folder: str | Path, settings: dict, weights: str, n_batches: int | None,
+    def __init__(self, folder: str | Path, settings: dict, model: nn.Module, n_batches: int | None,
                  rank: int = 0, world_size: int = 1):
-        self.folder, self.weights, self.n_batches = Path(folder), weights, n_batches
+        self.folder, self.model, self.n_batches, self.world_size = Path(folder), model, n_batches, world_size
         self.settings = json.loads(json.dumps(settings, default=str))  # as it reads back
         self.path = self.folder / f"partial-rank{rank}-of{world_size}.safetensors"
+        self._weights: str | None = None
+
+    @property
+    def weights(self) -> str:
+        if self._weights is None:
+            self._weights = weights_digest(self.model)
+        return self._weights
 
     def load(self) -> Resumed | None:
         """The interrupted run's state, or None when there is nothing to resume."""
         if not self.path.is_file():
+            others = sorted(p.name for p in self.folder.glob("partial-rank*-of*.safetensors"))
+            if others:
+                self._refuse(f"its number of processes (found {', '.join(others)}; this run has "
+                             f"{self.world_size})")
             return None
         partial = Scores.load(self.path)
         meta = partial.meta
@@ -104,7 +116,7 @@ class PartialRun:
             self._refuse(f"the data (the first {resumed.next_batch} batches hold other values)")
 
     def _refuse(self, what: str) -> None:
-        raise ResumeMismatchError(f"{self.path} belongs to a run that differs in {what}; delete it (CLI: run "
+        raise ResumeMismatchError(f"the partial run in {self.folder} differs in {what}; delete it (CLI: run "
                                   "without --resume) or choose another folder")
 
     def save(self, sites: dict[str, SiteScores], next_batch: int, data: DataDigest) -> None:

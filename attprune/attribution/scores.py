@@ -120,8 +120,7 @@ class Scores:
 
     def settings(self) -> dict:
         """The recorded settings that decide the scores (``AttributionConfig.result_settings``)."""
-        known = {k: v for k, v in self.meta.items() if k in AttributionConfig.__dataclass_fields__}
-        return {k: v for k, v in known.items() if k not in AttributionConfig.RUN_ONLY}
+        return {k: self.meta[k] for k in AttributionConfig.result_fields() if k in self.meta}
 
     def save(self, path: str | Path) -> Path:
         """Write one ``.safetensors`` file (atomically: a failure leaves no partial file)."""

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .. import devices
-from ..architectures import HeadLayout, head_layout, spec_for
+from ..architectures import HeadLayout, missing_head_layout, spec_for
 from ..errors import PlanMismatchError
 from ..plan import Plan
 from ..sites import FFN, HEADS, Site
@@ -105,9 +105,13 @@ def compact(model: nn.Module, plan: Plan) -> nn.Module:
     """
     devices.check_offload_layout(model)
     sites = plan.validate(model)
-    # head sites that keep every head are left as they are (a family may have no head layout)
-    head_sites = [s for s in sites if s.kind == HEADS and plan.kept(s.path).numel() < s.n_units]
-    layout = head_layout(spec_for(model)) if head_sites else None
+    head_sites = [s for s in sites if s.kind == HEADS]
+    spec = spec_for(model)
+    layout = spec.heads
+    if layout is None:  # a family registered without a head layout: fine while every head stays
+        if any(plan.kept(s.path).numel() < s.n_units for s in head_sites):
+            raise missing_head_layout(spec)
+        head_sites = []
     with torch.no_grad():
         for site in sites:
             if site.kind == FFN:

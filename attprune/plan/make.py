@@ -32,6 +32,7 @@ import torch
 
 from ..attribution.scores import Scores
 from ..errors import InputError
+from ..settings import check_int
 from ..sites import FFN, HEADS
 from .plan import Plan
 
@@ -136,10 +137,8 @@ def make_plan(scores: Scores, *, ffn: float = 0.0, heads: float = 0.0, scope: st
                                  ("rank_by", rank_by, RANK_BY)):
         if value not in allowed:
             raise InputError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
-    if not isinstance(round_to, int) or round_to < 1:
-        raise InputError(f"round_to must be an integer >= 1, got {round_to!r}")
-    if not isinstance(min_keep, int) or min_keep < 0:
-        raise InputError(f"min_keep must be an integer >= 0, got {min_keep!r}")
+    check_int("round_to", round_to)
+    check_int("min_keep", min_keep, 0)
     kv_heads = dict(scores.meta.get("kv_heads", {}), **(kv_heads or {}))
     kept: dict[str, dict[str, torch.Tensor]] = {FFN: {}, HEADS: {}}
     for kind, fraction in ((FFN, ffn), (HEADS, heads)):

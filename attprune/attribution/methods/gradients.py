@@ -25,6 +25,7 @@ import torch
 
 from ...batches import tile_batch
 from ...errors import InputError, UnsupportedModelError
+from ..memory import halving_on_oom
 from ..quadrature import quadrature
 from ..replay import replaced_forwards
 from ..runner import Clean, Runner
@@ -129,7 +130,9 @@ class Conductance(Method):
 
     def score_batch(self, runner: Runner, clean: Clean, chunk: int) -> Iterator[tuple[str, torch.Tensor]]:
         alphas, _ = self.nodes()
-        yield from conductance(runner, clean, alphas, reduce=self.config.reduce_tokens, chunk=chunk).items()
+        run = lambda nodes_per_pass: conductance(runner, clean, alphas, reduce=self.config.reduce_tokens,  # noqa: E731
+                                                 chunk=nodes_per_pass)
+        yield from halving_on_oom(run, chunk).items()
 
 
 @register_method

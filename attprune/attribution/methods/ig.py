@@ -32,13 +32,14 @@ native kernels).
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 
 from ... import devices, ops
 from ...batches import tile_batch
 from ...sites import Site
+from ..memory import halving_on_oom
 from ..quadrature import quadrature
 from ..replay import replaced_forwards
 from ..runner import Clean, Runner
@@ -105,17 +106,3 @@ def ig_site(runner: Runner, clean: Clean, site: Site, alphas: list[float], weigh
     for grads, w in step_gradients(runner, clean, site, alphas, weights, chunk, backend):
         scores.add(grads, w)
     return scores.scores().to(runner.acc_dtype)
-
-
-def halving_on_oom(run: Callable[[int], torch.Tensor], chunk: int) -> torch.Tensor:
-    """``run(chunk)``; on a device out-of-memory error retry with half the steps per pass,
-    down to one step (then the error stands: one example does not fit)."""
-    while True:
-        try:
-            return run(chunk)
-        except torch.OutOfMemoryError:
-            if chunk == 1:
-                raise
-            chunk = max(1, chunk // 2)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
