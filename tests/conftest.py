@@ -15,12 +15,15 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
+    from attprune.models import has_smollm2, smollm2_path
+
+    no_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    no_llm = pytest.mark.skip(reason=f"SmolLM2 is not in the cache ({smollm2_path()}): run `attprune fetch`")
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(no_gpu)
+        if "llm" in item.keywords and not has_smollm2():
+            item.add_marker(no_llm)
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from . import report
 from .experiment import (METHODS, SPARSITIES, attribution_rows, compact_point, masked_accuracy, method_label, score,
                          sweep, task_run)
-from .fetch import cache_dir
+from ..cache import cache_dir
 from .multitask import MultiTask
 from .pack import TASKS, UNSEEN, load_unseen
 

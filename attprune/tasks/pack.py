@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ..io import atomic_path
 from . import corpora
-from .fetch import cache_dir, fetch_corpora
+from ..cache import cache_dir
+from .fetch import fetch_corpora
 
 SPLIT_SEED = 1234
 FORMAT_VERSION = 1
