@@ -35,6 +35,14 @@ def tile_batch(batch: dict, times: int) -> dict:
             for k, v in batch.items()}
 
 
+def truncate_tokens(batch: dict, length: int) -> dict:
+    """The first ``length`` tokens: every tensor whose second dimension is the input sequence
+    (``input_ids``' length) is cut there; decoder inputs of an encoder-decoder are left as they are."""
+    tokens = batch["input_ids"].shape[1] if "input_ids" in batch else batch["inputs_embeds"].shape[1]
+    return {k: v[:, :length] if torch.is_tensor(v) and v.dim() >= 2 and v.shape[1] == tokens and
+            not k.startswith("decoder_") else v for k, v in batch.items()}
+
+
 def slice_batch(batch: dict, rows: slice) -> dict:
     """The examples ``rows`` of every per-example tensor."""
     n = batch_rows(batch)

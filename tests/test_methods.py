@@ -206,3 +206,38 @@ def test_bfloat16_autocast_keeps_float32_scores_and_ranks():
         a, b = s.mean.abs(), low.sites[path].mean.abs()
         ra, rb = a.argsort().argsort().double(), b.argsort().argsort().double()
         assert torch.corrcoef(torch.stack([ra, rb]))[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("method", ["ig", "grad_x_act", "activation"])
+def test_causal_lm_answer_tokens_skip_what_cannot_matter_exactly(family, method, monkeypatch):
+    """Labels on two middle tokens only: the batch is cut after them (gradient methods with a
+    token sum) and logits are computed at the labelled positions only, with the scores of the
+    full computation (brute force for IG; activation keeps every token)."""
+    from attprune.attribution import runner as runner_module
+
+    model = tiny.FAMILIES[family]()
+    batch = tiny.batch_for(model, seq_len=9)
+    labels = torch.full_like(batch["input_ids"], -100)
+    labels[:, 3:5] = batch["input_ids"][:, 3:5]  # "the answer": tokens 3 and 4 of 9
+    batch["labels"] = labels
+    seen = {}
+    real_prepare = runner_module.Runner.prepare
+
+    def spy(self, b, *a, **kw):
+        clean = real_prepare(self, b, *a, **kw)
+        seen.update(tokens=clean.inputs["input_ids"].shape[1], positions=clean.logit_positions)
+        return clean
+
+    monkeypatch.setattr(runner_module.Runner, "prepare", spy)
+    scores = attprune.attribute(model, [batch], method=method, steps=3, quadrature="gausslegendre", progress=False)
+    assert seen["tokens"] == (9 if method == "activation" else 5)
+    assert seen["positions"].tolist() == [2, 3]  # logits at 2 and 3 predict tokens 3 and 4
+    for site in attprune.find_sites(model):
+        if method == "activation":
+            x = reference.site_input(model, site.path, batch).abs()
+            expected = reference.reduce_units(x / site.unit_size, site, batch["attention_mask"].bool(), "sum")
+        else:
+            alphas, weights = quadrature("gausslegendre", 3) if method == "ig" else ([1.0], [1.0])
+            expected = reference.brute_force_ig(model, batch, site, alphas, weights)
+        torch.testing.assert_close(scores.sites[site.path].sum, expected.sum(0), rtol=1e-8, atol=1e-14)

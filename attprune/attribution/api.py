@@ -132,7 +132,8 @@ def _data_driven(model: nn.Module, sites: list[Site], batches, method: Method, p
                  partial: PartialRun | None, save_every: int) -> Scores:
     config = method.config
     record = set(find_embeddings(model)) if method.records_embeddings else set()
-    runner = Runner(model, sites, config.target, dtype=config.dtype, replay_sites=method.replays_sites, record=record)
+    runner = Runner(model, sites, config.target, dtype=config.dtype, replay_sites=method.replays_sites, record=record,
+                    cut_after_targets=method.follows_gradient and config.reduce_tokens == "sum")
     nodes = method.nodes()
     stats = {s.path: SiteScores.zeros(s.kind, s.n_units, runner.acc_dtype) for s in sites}
     resumed = partial.load() if partial is not None else None

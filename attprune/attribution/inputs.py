@@ -12,6 +12,7 @@ import warnings
 
 import torch
 
+from ..batches import truncate_tokens
 from ..errors import InputError
 
 LONG_INPUTS = ("truncate", "error")
@@ -46,6 +47,4 @@ def check_batch(model, batch: dict, long_inputs: str = "truncate") -> dict:
         raise InputError(f"inputs of {ids.shape[1]} tokens are longer than the model's {limit} positions; "
                          f"truncate them (max_length={limit}) or pass long_inputs='truncate'")
     warnings.warn(f"inputs of {ids.shape[1]} tokens truncated to the model's {limit} positions", stacklevel=3)
-    tokens = ids.shape[1]
-    return {k: v[:, :limit] if torch.is_tensor(v) and v.dim() >= 2 and v.shape[1] == tokens and
-            not k.startswith("decoder_") else v for k, v in batch.items()}
+    return truncate_tokens(batch, limit)

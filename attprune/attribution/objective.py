@@ -72,15 +72,22 @@ def check_labels(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -
         raise InputError(f"sequence classification needs labels of shape [batch], got {tuple(labels.shape)}")
 
 
-def log_prob_of(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Per-example sum of log p(label) over the labelled positions -> [batch] in ``dtype``."""
+def log_prob_of(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype,
+                logit_positions: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-example sum of log p(label) over the labelled positions -> [batch] in ``dtype``.
+
+    ``logit_positions`` (causal LMs): the logits are those of these positions only, each
+    predicting the label one position later.
+    """
     task = _task(model, logits)
     logits = logits.to(dtype)
     if task == "sequence":
         if logits.shape[-1] == 1:  # regression head: F = -(prediction - label)^2
             return -(logits[:, 0] - labels.to(dtype)) ** 2
         return torch.log_softmax(logits, -1).gather(-1, labels[:, None]).squeeze(-1)
-    if task == "causal":
+    if task == "causal" and logit_positions is not None:
+        labels = labels[:, logit_positions + 1]
+    elif task == "causal":
         logits, labels = logits[:, :-1], labels[:, 1:]
     keep = labels != IGNORE_INDEX
     safe = labels.masked_fill(~keep, 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +12,7 @@ from accelerate.utils import align_module_device
 from torch import nn
 
 from .. import devices
-from ..batches import IGNORE_INDEX, batch_rows, slice_batch, tile_batch
+from ..batches import IGNORE_INDEX, batch_rows, slice_batch, tile_batch, truncate_tokens
 from ..errors import InputError, InputTypeError, UnsupportedModelError
 from ..sites import Site, weight_out_in
 from . import objective, replay
@@ -28,6 +29,8 @@ class Clean:
     site_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
     site_outputs: dict[str, torch.Tensor] = field(default_factory=dict)
     log: replay.CallLog | None = None
+    #: causal LMs: the positions whose logits F reads (None: all), passed as ``logits_to_keep``
+    logit_positions: torch.Tensor | None = None
 
 
 @contextlib.contextmanager
@@ -50,7 +53,8 @@ class Runner:
     """Calls one model for attribution: builds inputs, runs passes, computes F per row."""
 
     def __init__(self, model: nn.Module, sites: list[Site], target, *, dtype: torch.dtype | None,
-                 replay_sites: bool, record: set[str] = frozenset(), max_new_tokens: int = 32):
+                 replay_sites: bool, record: set[str] = frozenset(), max_new_tokens: int = 32,
+                 cut_after_targets: bool = False):
         self.model = model
         self.sites = sites
         self.target = objective.resolve(target)
@@ -66,6 +70,12 @@ class Runner:
         self._needed: set[tuple[str, int]] = set()
         self._per_site: dict[str, set[tuple[str, int]]] = {}
         self._use_cache = getattr(model.config, "use_cache", None) is not None
+        # causal LMs: tokens after the last labelled one cannot change F (cut them, when the token
+        # reduction is a sum: their scores are exactly 0), and only labelled positions need logits
+        causal_labels = objective.task_of(model) == "causal" and self.target == "label"
+        self.cut_after_targets = cut_after_targets and causal_labels
+        self.keeps_logits = objective.task_of(model) == "causal" and not callable(self.target) and \
+            "logits_to_keep" in inspect.signature(model.forward).parameters
 
     # -- model calls ---------------------------------------------------------------------
 
@@ -74,20 +84,29 @@ class Runner:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def forward(self, inputs: dict) -> Any:
+    def forward(self, inputs: dict, logit_positions: torch.Tensor | None = None) -> Any:
         kwargs = dict(inputs)
         if self._use_cache:
             kwargs.setdefault("use_cache", False)
+        if logit_positions is not None:
+            kwargs["logits_to_keep"] = logit_positions
         with self.precision():
             return self.model(**kwargs)
 
-    def objective(self, outputs: Any, batch: dict) -> torch.Tensor:
+    def objective(self, outputs: Any, batch: dict, logit_positions: torch.Tensor | None = None) -> torch.Tensor:
         if callable(self.target):
             value = self.target(outputs, batch)
             if not torch.is_tensor(value) or value.dim() != 1 or value.shape[0] != batch_rows(batch):
                 raise InputError("a callable target must return a 1-D tensor with one value per example")
             return value.to(self.acc_dtype)
-        return objective.log_prob_of(self.model, objective.logits_of(outputs), batch["labels"], self.acc_dtype)
+        return objective.log_prob_of(self.model, objective.logits_of(outputs), batch["labels"], self.acc_dtype,
+                                     logit_positions)
+
+    def pass_objective(self, clean: Clean, times: int) -> torch.Tensor:
+        """F of every row of one pass over ``times`` copies of the batch (step-major), under
+        whatever forward replacements are active."""
+        outputs = self.forward(tile_batch(clean.inputs, times), clean.logit_positions)
+        return self.objective(outputs, tile_batch(clean.objective_batch, times), clean.logit_positions)
 
     # -- inputs --------------------------------------------------------------------------
 
@@ -144,6 +163,8 @@ class Runner:
         """The clean pass: site inputs/outputs, recorded calls, F(x) and the labels F uses."""
         inputs, labels = self._split(batch)
         inputs, labels = self._decoder_inputs(inputs, labels)
+        if self.cut_after_targets and labels is not None:
+            inputs, labels = _cut_after_last_label(inputs, labels)
         rows = batch_rows(inputs)
         if self.replay_sites and self._probe is None:
             self._probe_structure(inputs)
@@ -165,6 +186,8 @@ class Runner:
             return self.prepare(batch, _reprobed=True)
         clean.log = log
         clean.objective_batch = dict(inputs, labels=self._labels_for_objective(outputs, inputs, labels))
+        if self.keeps_logits:
+            clean.logit_positions = _labelled_logit_positions(clean.objective_batch["labels"])
         return clean
 
     def _labels_for_objective(self, outputs, inputs: dict, labels: torch.Tensor | None):
@@ -202,3 +225,18 @@ class Runner:
         """Forward replacements so that a pass computes only what lies above ``site``."""
         replaced = self._per_site[site.path]
         return replay.replay_plan(clean.log, replaced, clean.log.outputs, self._probe[1], times)
+
+
+def _cut_after_last_label(inputs: dict, labels: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    """A causal LM's batch cut after its last labelled token (later tokens cannot change F)."""
+    labelled = (labels != IGNORE_INDEX).any(0).nonzero()
+    length = int(labelled.max()) + 1 if labelled.numel() else 1
+    if length >= labels.shape[1]:
+        return inputs, labels
+    return truncate_tokens(inputs, length), labels[:, :length]
+
+
+def _labelled_logit_positions(labels: torch.Tensor) -> torch.Tensor | None:
+    """Positions t whose logits predict a label (labels[:, t + 1] scored in any row); None: all."""
+    positions = (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero().flatten()
+    return None if positions.numel() == labels.shape[1] - 1 else positions.to(labels.device)

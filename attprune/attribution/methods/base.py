@@ -40,6 +40,8 @@ class Method:
             interpolate or differentiate from the embeddings).
         replays_sites: the clean pass records what each site's replay needs (per-site IG:
             the layers below a site are not run again).
+        follows_gradient: a token's scores are products with the gradient of F, so tokens F
+            cannot see score exactly 0 (a causal LM's batch is then cut after its last target).
 
     A data-driven method implements ``score_batch``: per-example scores [rows, units] of
     every site, yielded as ``(site path, scores)``; a data-free one ``score_without_data``.
@@ -49,6 +51,7 @@ class Method:
     needs_data: ClassVar[bool] = True
     records_embeddings: ClassVar[bool] = False
     replays_sites: ClassVar[bool] = False
+    follows_gradient: ClassVar[bool] = False
 
     def __init__(self, config: "AttributionConfig"):
         self.config = config

@@ -23,7 +23,6 @@ from typing import Iterator
 
 import torch
 
-from ...batches import tile_batch
 from ...errors import InputError, UnsupportedModelError
 from ..memory import halving_on_oom
 from ..quadrature import quadrature
@@ -57,8 +56,7 @@ def interpolated_pass(runner: Runner, clean: Clean, alphas: list[float]):
     handles = [runner.model.get_submodule(s.path).register_forward_hook(capture(s)) for s in runner.sites]
     try:
         with torch.enable_grad(), replaced_forwards(runner.model, replacements):
-            outputs = runner.forward(tile_batch(clean.inputs, times))
-            objective = runner.objective(outputs, tile_batch(clean.objective_batch, times))
+            objective = runner.pass_objective(clean, times)
             grads = torch.autograd.grad(objective.sum(), [seen[s.path][1] for s in runner.sites],
                                         allow_unused=True)
     finally:
@@ -124,6 +122,7 @@ class Conductance(Method):
 
     name = "conductance"
     records_embeddings = True
+    follows_gradient = True
 
     def nodes(self):
         return quadrature(self.config.quadrature, self.config.steps + 1)
@@ -141,6 +140,7 @@ class GradXAct(Method):
 
     name = "grad_x_act"
     records_embeddings = True
+    follows_gradient = True
 
     def score_batch(self, runner: Runner, clean: Clean, chunk: int) -> Iterator[tuple[str, torch.Tensor]]:
         yield from grad_x_act(runner, clean, reduce=self.config.reduce_tokens).items()
@@ -152,6 +152,7 @@ class Fisher(Method):
 
     name = "fisher"
     records_embeddings = True
+    follows_gradient = True
 
     @classmethod
     def check(cls, config) -> None:

@@ -37,7 +37,6 @@ from typing import Iterator
 import torch
 
 from ... import devices, ops
-from ...batches import tile_batch
 from ...sites import Site
 from ..memory import halving_on_oom
 from ..quadrature import quadrature
@@ -53,6 +52,7 @@ class IntegratedGradients(Method):
 
     name = "ig"
     replays_sites = True
+    follows_gradient = True
 
     @classmethod
     def check(cls, config) -> None:
@@ -84,8 +84,7 @@ def step_gradients(runner: Runner, clean: Clean, site: Site, alphas: list[float]
         replacements = runner.replacements_above(clean, site, times)
         replacements[site.path] = lambda original, args, kwargs, z_k=z_k: z_k
         with torch.enable_grad(), replaced_forwards(runner.model, replacements):
-            outputs = runner.forward(tile_batch(clean.inputs, times))
-            objective = runner.objective(outputs, tile_batch(clean.objective_batch, times))
+            objective = runner.pass_objective(clean, times)
             (grad,) = torch.autograd.grad(objective.sum(), z_k)
         yield grad.view(times, rows, *z.shape[1:]), w
 
