@@ -43,7 +43,7 @@ def truncate_tokens(batch: dict, length: int) -> dict:
             not k.startswith("decoder_") else v for k, v in batch.items()}
 
 
-def slice_batch(batch: dict, rows: slice) -> dict:
-    """The examples ``rows`` of every per-example tensor."""
+def slice_batch(batch: dict, rows: slice | torch.Tensor) -> dict:
+    """The examples ``rows`` (a slice or an index tensor) of every per-example tensor."""
     n = batch_rows(batch)
     return {k: v[rows] if torch.is_tensor(v) and v.dim() and v.shape[0] == n else v for k, v in batch.items()}

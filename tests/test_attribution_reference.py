@@ -154,3 +154,57 @@ def test_conductance_matches_captum_layer_conductance(family):
         expected = reference.reduce_units(attr, site, reference.real_tokens(model, batch, site.stream)).mean(0)
         torch.testing.assert_close(scores.sites[site.path].mean, expected, rtol=1e-6,
                                    atol=1e-9 * expected.abs().max().item())
+
+
+def curvy_bert():
+    """A tiny BERT with weights scaled up: far from linear, so few nodes are not enough."""
+    model = tiny.bert_cls()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and "embeddings" not in name:
+                p.mul_(6)
+    return model
+
+
+def test_auto_steps_double_the_nodes_of_exactly_the_examples_whose_completeness_gap_is_too_large():
+    """An independent re-implementation: each example alone, GL nodes doubled from 4 while its
+    gap |sum of unit scores - (F(x) - F(site input 0))| / mean_b |F(x) - F(0)| > tol."""
+    model, tol = curvy_bert(), 1e-9
+    batch = tiny.batch_for(model, batch_size=4, seq_len=9)
+    kwargs = reference.model_kwargs(model, batch)
+    with torch.no_grad():
+        f_x = reference.objective(model, model(**kwargs), batch["labels"])
+    auto = attprune.attribute(model, [batch], quadrature="gausslegendre", steps="auto", tolerance=tol,
+                              progress=False)
+    fixed = {n: [attprune.attribute(model, [{k: v[b:b + 1] for k, v in batch.items()}], quadrature="gausslegendre",
+                                    steps=n, progress=False) for b in range(4)] for n in (4, 8, 16, 32, 64)}
+    refined_somewhere = False
+    for site in attprune.find_sites(model):
+        x = reference.site_input(model, site.path, batch)
+        delta = f_x - reference.objective_with_site(model, batch, site.path, torch.zeros_like(x))
+        scale = delta.abs().mean()
+        expected, gaps = torch.zeros(site.n_units, dtype=torch.float64), []
+        for b in range(4):
+            n = 4
+            while True:
+                s = fixed[n][b].sites[site.path].sum
+                gap = float((s.sum() - delta[b]).abs() / scale)
+                if gap <= tol or n == 64:
+                    break
+                n *= 2
+            refined_somewhere |= n > 4
+            expected += s
+            gaps.append(gap)
+        torch.testing.assert_close(auto.sites[site.path].sum, expected, rtol=1e-9, atol=1e-12)
+        record = auto.meta["completeness"][site.path]
+        assert record["max_gap"] == pytest.approx(max(gaps), rel=1e-3, abs=1e-12)
+        assert record["max_gap"] <= tol or record["max_nodes"] == 64
+    assert refined_somewhere  # the test exercises refinement
+
+
+def test_auto_steps_are_for_per_site_ig():
+    model = tiny.bert_cls()
+    with pytest.raises(ValueError, match="conductance needs a number of steps"):
+        attprune.attribute(model, [tiny.batch_for(model)], method="conductance", steps="auto", progress=False)
+    with pytest.raises(ValueError, match="tolerance must be a number > 0"):
+        attprune.attribute(model, [tiny.batch_for(model)], steps="auto", tolerance=0, progress=False)

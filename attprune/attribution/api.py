@@ -96,7 +96,7 @@ def attribute(model: nn.Module, batches: Iterable[dict] | None, config: Attribut
                        model_name=getattr(model.config, "name_or_path", ""),
                        kv_heads={s.path: s.n_kv_heads for s in sites if s.n_kv_heads and s.n_kv_heads < s.n_units},
                        n_examples=scores.n_examples, seconds=round(time.perf_counter() - started, 3),
-                       world_size=distributed.rank_and_size()[1])
+                       world_size=distributed.rank_and_size()[1], **method.statistics())
     return scores
 
 
@@ -134,7 +134,6 @@ def _data_driven(model: nn.Module, sites: list[Site], batches, method: Method, p
     record = set(find_embeddings(model)) if method.records_embeddings else set()
     runner = Runner(model, sites, config.target, dtype=config.dtype, replay_sites=method.replays_sites, record=record,
                     cut_after_targets=method.follows_gradient and config.reduce_tokens == "sum")
-    nodes = method.nodes()
     stats = {s.path: SiteScores.zeros(s.kind, s.n_units, runner.acc_dtype) for s in sites}
     resumed = partial.load() if partial is not None else None
     start = 0
@@ -159,7 +158,7 @@ def _data_driven(model: nn.Module, sites: list[Site], batches, method: Method, p
                 continue  # scored before an interruption, or another rank's share
             clean = runner.prepare(check_batch(model, batch, config.long_inputs))
             tokens = max(v.shape[1] for v in clean.inputs.values() if torch.is_tensor(v) and v.dim() > 1)
-            chunk = nodes_per_pass(len(nodes[0]) if nodes else 1, clean.rows, tokens, config.internal_batch_size,
+            chunk = nodes_per_pass(method.max_nodes(), clean.rows, tokens, config.internal_batch_size,
                                    token_budget(model, config.memory_budget, config.dtype, tokens))
             for path, value in method.score_batch(runner, clean, chunk):
                 stats[path].add(value)

@@ -26,8 +26,12 @@ from .inputs import LONG_INPUTS
 from .memory import parse_memory
 from .methods.base import METHODS, method_class
 from .objective import TARGETS
-from .quadrature import QUADRATURES
+from .quadrature import AUTO, QUADRATURES
 from ..ops.reference import REDUCTIONS
+
+
+def _steps(text: str) -> int | str:
+    return text if text == AUTO else int(text)
 
 
 def _comma_list(text: str) -> tuple[str, ...]:
@@ -41,7 +45,9 @@ class AttributionConfig(Settings):
     method: str = option("ig", "attribution method", choices=lambda: tuple(METHODS))
     units: tuple[str, ...] = option(("ffn", "heads"), "unit kinds to score: ffn (intermediate neurons), heads "
                                     "(query heads); comma-separated on the command line", parse=_comma_list)
-    steps: int = option(20, "quadrature nodes of the integration path (ig, conductance; Captum's n_steps)")
+    steps: int | str = option(20, "quadrature nodes of the integration path (Captum's n_steps), or 'auto' (ig): "
+                                   "nodes doubled per site and example until IG's completeness gap is below "
+                                   "tolerance", parse=_steps)
     quadrature: str = option("riemann_right", "node rule of the path integral (Captum's method names)",
                              choices=QUADRATURES)
     target: Union[str, Callable] = option("label", "explain the gold label's log-probability, or the model's own "
@@ -56,6 +62,9 @@ class AttributionConfig(Settings):
     seed: int = option(0, "seed of method=random")
     long_inputs: str = option("truncate", "inputs longer than the model's positions: truncate (with a warning) or "
                                           "refuse (error)", choices=LONG_INPUTS)
+    tolerance: float = option(1e-2, "steps='auto': the largest completeness gap allowed, |sum of a site's unit "
+                                    "scores - (F(x) - F(site off))|, relative to the batch's mean |F(x) - F(site "
+                                    "off)|")
     internal_batch_size: int | None = option(None, "interpolation rows (examples x nodes) per forward/backward "
                                                    "pass, as Captum's internal_batch_size; default: what fits "
                                                    "memory_budget", parse=int, flag="--rows-per-pass")
@@ -78,7 +87,10 @@ class AttributionConfig(Settings):
             raise InputError(f"units must be a tuple such as ('ffn', 'heads'), got the string {self.units!r}")
         if not self.units or any(u not in UNIT_KINDS for u in self.units):
             raise InputError(f"units must be a non-empty subset of {UNIT_KINDS}, got {self.units!r}")
-        check_int("steps", self.steps)
+        if self.steps != AUTO:
+            check_int("steps", self.steps)
+        if not isinstance(self.tolerance, (int, float)) or isinstance(self.tolerance, bool) or self.tolerance <= 0:
+            raise InputError(f"tolerance must be a number > 0, got {self.tolerance!r}")
         if self.internal_batch_size is not None:
             check_int("internal_batch_size", self.internal_batch_size)
         if not callable(self.target) and self.target not in TARGETS:

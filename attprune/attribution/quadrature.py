@@ -22,6 +22,8 @@ import torch
 from ..errors import InputError
 from ..settings import check_int
 
+#: ``steps=AUTO``: per-site IG chooses its nodes from its completeness gap (``methods/ig.py``)
+AUTO = "auto"
 QUADRATURES = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 
 

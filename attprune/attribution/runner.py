@@ -31,6 +31,8 @@ class Clean:
     log: replay.CallLog | None = None
     #: causal LMs: the positions whose logits F reads (None: all), passed as ``logits_to_keep``
     logit_positions: torch.Tensor | None = None
+    #: F(x) of every example on the clean input
+    value: torch.Tensor | None = None
 
 
 @contextlib.contextmanager
@@ -186,6 +188,7 @@ class Runner:
             return self.prepare(batch, _reprobed=True)
         clean.log = log
         clean.objective_batch = dict(inputs, labels=self._labels_for_objective(outputs, inputs, labels))
+        clean.value = self.objective(outputs, clean.objective_batch).detach()
         if self.keeps_logits:
             clean.logit_positions = _labelled_logit_positions(clean.objective_batch["labels"])
         return clean
@@ -225,6 +228,26 @@ class Runner:
         """Forward replacements so that a pass computes only what lies above ``site``."""
         replaced = self._per_site[site.path]
         return replay.replay_plan(clean.log, replaced, clean.log.outputs, self._probe[1], times)
+
+    def value_with_site_output(self, clean: Clean, site: Site, output: torch.Tensor) -> torch.Tensor:
+        """F of every example with ``site``'s output replaced by ``output`` (e.g. the site off:
+        its bias), the layers below replayed."""
+        replacements = self.replacements_above(clean, site, 1)
+        replacements[site.path] = lambda original, args, kwargs: output
+        with torch.no_grad(), replay.replaced_forwards(self.model, replacements):
+            return self.pass_objective(clean, 1)
+
+    def select_rows(self, clean: Clean, rows: torch.Tensor) -> Clean:
+        """The clean pass of the examples ``rows`` only (recorded outputs sliced where they are
+        batch-major), for refining some examples of a batch."""
+        batch_major = self._probe[1] if self._probe is not None else {}
+        outputs = {key: replay.map_tensors(value, lambda i, t, key=key: t[rows] if i in batch_major.get(key, ())
+                                           else t) for key, value in clean.log.outputs.items()}
+        return Clean(inputs=slice_batch(clean.inputs, rows), objective_batch=slice_batch(clean.objective_batch, rows),
+                     rows=int(rows.numel()), site_inputs={p: t[rows] for p, t in clean.site_inputs.items()},
+                     site_outputs={p: t[rows] for p, t in clean.site_outputs.items()},
+                     log=replay.CallLog(clean.log.calls, outputs), logit_positions=clean.logit_positions,
+                     value=clean.value[rows])
 
 
 def _cut_after_last_label(inputs: dict, labels: torch.Tensor) -> tuple[dict, torch.Tensor]:

@@ -141,6 +141,15 @@ class IGStepScores:
             self._sum = ig_attribute(grads, step_weights, self.weight, self.x, self.mask, self.unit_size,
                                      out=self._sum, backend=self.backend)
 
+    def token_sums(self) -> torch.Tensor:
+        """[B]: the scores of every unit and real token summed, whatever the reduction (what
+        IG's completeness compares with F(x) - F(baseline))."""
+        if self._sum is None:
+            raise ValueError("no steps were added")
+        if self.backend == "torch":
+            return reference.unit_scores(self._sum, self.weight, self.x, self.mask, self.unit_size, "sum").sum(-1)
+        return self._sum.to(self.dtype).sum(-1)
+
     def scores(self) -> torch.Tensor:
         if self._sum is None:
             raise ValueError("no steps were added")

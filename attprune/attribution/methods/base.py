@@ -64,9 +64,18 @@ class Method:
         """``(alphas, weights)`` of the method's integration path, or None (one pass per batch)."""
         return None
 
+    def max_nodes(self) -> int:
+        """The most nodes one example's pass may need (sizes the nodes per forward pass)."""
+        nodes = self.nodes()
+        return len(nodes[0]) if nodes else 1
+
     def score_batch(self, runner: Runner, clean: Clean, chunk: int) -> Iterator[tuple[str, torch.Tensor]]:
         """Per-example scores of every site from one batch; ``chunk``: nodes per forward pass."""
         raise NotImplementedError(f"method {self.name!r} scores without data")
+
+    def statistics(self) -> dict:
+        """What the run achieved, for ``Scores.meta`` (e.g. ``steps="auto"``'s completeness gaps)."""
+        return {}
 
     def score_without_data(self, model: nn.Module, sites: list[Site]) -> dict[str, torch.Tensor]:
         """One score per unit of every site, from the weights alone."""

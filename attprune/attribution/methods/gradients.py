@@ -124,6 +124,13 @@ class Conductance(Method):
     records_embeddings = True
     follows_gradient = True
 
+    @classmethod
+    def check(cls, config) -> None:
+        if config.steps == "auto":
+            raise InputError("steps='auto' chooses per-site IG's nodes from its completeness; conductance needs a "
+                             "number of steps (Captum's n_steps), e.g. steps=20")
+        quadrature(config.quadrature, config.steps + 1)
+
     def nodes(self):
         return quadrature(self.config.quadrature, self.config.steps + 1)
 
