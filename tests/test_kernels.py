@@ -52,6 +52,7 @@ SHAPES = [  # (steps, rows, tokens, d_out, d_in, unit_size): FFN neurons, power-
     (5, 3, 9, 19, 24, 8),
     (2, 2, 5, 11, 15, 3),
     (4, 1, 70, 37, 130, 1),
+    (2, 2, 19, 9, 256, 128),  # heads wider than a feature block: fewer tokens per tile
 ]
 
 

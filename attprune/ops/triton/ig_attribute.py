@@ -108,20 +108,27 @@ def ig_attribute(grads: torch.Tensor, step_weights: torch.Tensor, weight: torch.
         out = torch.zeros(rows, units, dtype=torch.float32, device=x.device)
     step_weights = step_weights.to(device=x.device, dtype=torch.float32).contiguous()
     mask = mask.to(device=x.device, dtype=torch.float32)
-    block_t, block_o, block_i, warps = BLOCKS.get(grads.dtype, BLOCKS[torch.float32])
-    grouped = unit_size & (unit_size - 1) == 0 and unit_size <= 1024
-    if grouped:
-        block_i = max(block_i, unit_size)
-    dot_fp32 = grads.dtype == torch.float32 or weight.dtype == torch.float32 or _interpreting()
-    grid = (triton.cdiv(tokens, block_t) * triton.cdiv(d_in, block_i), rows)
+    constants, warps = launch_config(grads.dtype, weight.dtype, unit_size)
+    grid = (triton.cdiv(tokens, constants["BLOCK_T"]) * triton.cdiv(d_in, constants["BLOCK_I"]), rows)
     _ig_attribute_kernel[grid](
         grads, step_weights, weight, x, mask, out,
         m, tokens, d_out, d_in, units,
         *grads.stride(), *weight.stride(), *x.stride(), *mask.stride(), *out.stride(),
-        UNIT=unit_size, GROUPED=grouped, DOT_FP32=dot_fp32,
-        BLOCK_T=block_t, BLOCK_O=block_o, BLOCK_I=block_i, num_warps=warps,
+        **constants, num_warps=warps,
     )
     return out
+
+
+def launch_config(grads_dtype: torch.dtype, weight_dtype: torch.dtype, unit_size: int) -> tuple[dict, int]:
+    """The kernel's compile-time constants and warps for these inputs (what ``aot.py`` compiles)."""
+    block_t, block_o, block_i, warps = BLOCKS.get(grads_dtype, BLOCKS[torch.float32])
+    grouped = unit_size & (unit_size - 1) == 0 and unit_size <= 1024
+    if grouped and unit_size > block_i:  # whole units per tile: as many features, fewer tokens (no spills)
+        block_t = max(16, block_t * block_i // unit_size)
+        block_i = unit_size
+    dot_fp32 = grads_dtype == torch.float32 or weight_dtype == torch.float32 or _interpreting()
+    return dict(UNIT=unit_size, GROUPED=grouped, DOT_FP32=dot_fp32, BLOCK_T=block_t, BLOCK_O=block_o,
+                BLOCK_I=block_i), warps
 
 
 def _interpreting() -> bool:
