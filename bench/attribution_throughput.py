@@ -57,16 +57,17 @@ def build(model_name: str, n: int, seq: int | None, device: str, dtype: str = "f
     from attprune.models import load_minilm_classifier
     from attprune.samples import LABELS, SENTENCES
 
-    model, tokenizer = load_minilm_classifier()
     torch.manual_seed(0)  # the random models: values do not matter for speed
-    if model_name == "bert-base":
-        model = tf.BertForSequenceClassification(tf.BertConfig(num_labels=2)).eval()
-    elif model_name == "llama-1b":
-        model = tf.LlamaForSequenceClassification(tf.LlamaConfig(**LLAMA_1B)).eval()
-        ids = torch.randint(1, LLAMA_1B["vocab_size"], (n, seq or 128))
+    if model_name in ("bert-base", "llama-1b"):
+        if model_name == "bert-base":
+            model = tf.BertForSequenceClassification(tf.BertConfig(num_labels=2)).eval()
+        else:
+            model = tf.LlamaForSequenceClassification(tf.LlamaConfig(**LLAMA_1B)).eval()
+        ids = torch.randint(1000, 2000, (n, seq or 128))
         batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.randint(0, 2, (n,))}
         model = model.to(device, getattr(torch, dtype))
         return model, {k: v.to(device) for k, v in batch.items()}, attprune.find_sites(model)
+    model, tokenizer = load_minilm_classifier()
     model = model.to(getattr(torch, dtype))
     sentences = (SENTENCES * ((n + len(SENTENCES) - 1) // len(SENTENCES)))[:n]
     labels = (LABELS * ((n + len(LABELS) - 1) // len(LABELS)))[:n]
@@ -78,17 +79,22 @@ def build(model_name: str, n: int, seq: int | None, device: str, dtype: str = "f
     return model.to(device), batch, attprune.find_sites(model)
 
 
-def run_attprune(model, batch, sites, steps, backend="auto"):
+def run_attprune(model, batch, sites, args, backend="auto"):
+    """attprune with ``--steps`` / ``--quadrature`` (default: the library's defaults); the mean
+    nodes per site (``steps="auto"`` chooses them)."""
     import attprune
-    scores = attprune.attribute(model, [batch], steps=steps, progress=False, backend=backend)
-    return {p: s.mean for p, s in scores.sites.items()}
+    settings = {k: v for k, v in (("steps", args.steps), ("quadrature", args.quadrature)) if v is not None}
+    scores = attprune.attribute(model, [batch], progress=False, backend=backend, **settings)
+    gaps = scores.meta.get("completeness")
+    nodes = (sum(g["mean_nodes"] for g in gaps.values()) / len(gaps) + 1 / 3) if gaps else scores.meta["steps"]
+    return {p: s.mean for p, s in scores.sites.items()}, nodes  # auto: + the site-off forward
 
 
 def _objective(model, input_ids, attention_mask):
     return torch.log_softmax(model(input_ids=input_ids, attention_mask=attention_mask).logits.float(), -1)
 
 
-def run_captum_lig(model, batch, sites, steps):
+def run_captum_lig(model, batch, sites, args):
     from captum.attr import LayerIntegratedGradients
 
     out = {}
@@ -96,12 +102,12 @@ def run_captum_lig(model, batch, sites, steps):
         lig = LayerIntegratedGradients(lambda ids, mask: _objective(model, ids, mask), model.get_submodule(site.path))
         attr = lig.attribute(batch["input_ids"], baselines=torch.zeros_like(batch["input_ids"]),
                              additional_forward_args=(batch["attention_mask"],), target=batch["labels"],
-                             n_steps=steps, method="riemann_right", attribute_to_layer_input=True)
+                             n_steps=args.captum_steps, method=args.captum_method, attribute_to_layer_input=True)
         out[site.path] = _reduce(attr, site, batch)
-    return out
+    return out, args.captum_steps
 
 
-def run_captum_ig(model, batch, sites, steps):
+def run_captum_ig(model, batch, sites, args):
     from captum.attr import IntegratedGradients
 
     out = {}
@@ -123,9 +129,9 @@ def run_captum_ig(model, batch, sites, steps):
         x = captured["x"]
         attr = IntegratedGradients(forward).attribute(
             x, baselines=torch.zeros_like(x), additional_forward_args=(batch["input_ids"], batch["attention_mask"]),
-            target=batch["labels"], n_steps=steps, method="riemann_right")
+            target=batch["labels"], n_steps=args.captum_steps, method=args.captum_method)
         out[site.path] = _reduce(attr, site, batch)
-    return out
+    return out, args.captum_steps
 
 
 def _reduce(attr, site, batch):
@@ -143,7 +149,7 @@ def _layer_index(path: str) -> int:
     return next(int(p) for p in parts if p.isdigit())
 
 
-def required_flops(model, batch, sites, steps: int) -> float:
+def required_flops(model, batch, sites, steps: float) -> float:
     """FLOPs per-site IG must do: per site, ``steps`` x (forward + input-gradient backward, ~= the
     forward) of everything above the site, plus one clean forward of the model."""
     layers = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)][0]
@@ -188,21 +194,23 @@ def measure(method: str, args, queue) -> None:
     cuda = args.device == "cuda"
     # peak memory above the loaded model; the short warm-up (2 steps) peaks lower than the runs
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    run(model, batch, sites, 2)  # warm-up (allocator, kernels)
+    warm_up = argparse.Namespace(**dict(vars(args), steps=2, quadrature=None, captum_steps=2))
+    run(model, batch, sites, warm_up)  # warm-up (allocator, kernels)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
-        scores = run(model, batch, sites, args.steps)
+        scores, nodes = run(model, batch, sites, args)
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     peak = (torch.cuda.max_memory_allocated() if cuda
             else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) * 1024)
     queue.put({"seconds": min(times), "all_seconds": times, "peak_bytes": peak,
-               "flops": required_flops(model, batch, sites, args.steps), "examples": batch["input_ids"].shape[0],
+               "flops": required_flops(model, batch, sites, nodes), "nodes": nodes,
+               "examples": batch["input_ids"].shape[0],
                "scores": {p: v.cpu().tolist() for p, v in scores.items()}})  # no shared-memory fds
 
 
@@ -227,7 +235,11 @@ def main(argv=None) -> dict:
                    help="the model's dtype for every method")
     p.add_argument("--n", type=int, default=16, help="sentences")
     p.add_argument("--seq", type=int, default=None, help="pad every sentence to this length (default: longest)")
-    p.add_argument("--steps", type=int, default=20, help="IG steps")
+    p.add_argument("--steps", type=lambda t: t if t == "auto" else int(t), default=None,
+                   help="attprune's IG nodes, or auto (default: attprune's default)")
+    p.add_argument("--quadrature", default=None, help="attprune's node rule (default: attprune's default)")
+    p.add_argument("--captum-steps", type=int, default=50, help="Captum's n_steps (its default: 50)")
+    p.add_argument("--captum-method", default="gausslegendre", help="Captum's method (its default: gausslegendre)")
     p.add_argument("--repeats", type=int, default=2, help="timed runs per method (the fastest is reported)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=2, help="CPU threads")
@@ -254,7 +266,8 @@ def main(argv=None) -> dict:
     ours = results.get(baseline)
     report["speedups_against"] = baseline
     for method, r in results.items():
-        entry = {"seconds": round(r["seconds"], 3), "peak_MiB": round(r["peak_bytes"] / 2**20, 1),
+        entry = {"seconds": round(r["seconds"], 3), "nodes": round(r["nodes"], 2),
+                 "peak_MiB": round(r["peak_bytes"] / 2**20, 1),
                  "examples_per_s": round(r["examples"] / r["seconds"], 3)}
         if peak:
             entry["flop_utilisation"] = round(r["flops"] / r["seconds"] / peak, 4)

@@ -6,6 +6,8 @@ Compare the two rows of a group (same examples, same steps, same sites); the rat
 peak memory is what ``bench/attribution_throughput.py`` reports.
 """
 
+import argparse
+
 import pytest
 import torch
 
@@ -25,5 +27,6 @@ def setup(request):
 def test_ig_all_sites(benchmark, setup, method):
     model, batch, sites = setup
     run = throughput.RUNNERS[method]
-    scores = benchmark.pedantic(run, args=(model, batch, sites, STEPS), rounds=2, warmup_rounds=1)
+    args = argparse.Namespace(steps=STEPS, quadrature="riemann_right", captum_steps=STEPS, captum_method="riemann_right")
+    scores, _ = benchmark.pedantic(run, args=(model, batch, sites, args), rounds=2, warmup_rounds=1)
     assert set(scores) == {s.path for s in sites}

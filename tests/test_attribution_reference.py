@@ -33,7 +33,7 @@ def test_ig_matches_brute_force_float64(family):
     model = tiny.FAMILIES[family]()
     batch = tiny.batch_for(model)
     alphas, weights = quadrature("riemann_right", 5)
-    scores = attprune.attribute(model, [batch], steps=5, progress=False)
+    scores = attprune.attribute(model, [batch], steps=5, quadrature="riemann_right", progress=False)
     for site in attprune.find_sites(model):
         expected = reference.brute_force_ig(model, batch, site, alphas, weights).mean(0)
         got = scores.sites[site.path].mean
@@ -93,7 +93,8 @@ def test_token_reductions_match_reference(reduce):
     model = tiny.bert_token()
     batch = tiny.batch_for(model)
     alphas, weights = quadrature("riemann_right", 3)
-    scores = attprune.attribute(model, [batch], steps=3, reduce_tokens=reduce, progress=False)
+    scores = attprune.attribute(model, [batch], steps=3, quadrature="riemann_right", reduce_tokens=reduce,
+                                progress=False)
     for site in attprune.find_sites(model):
         expected = reference.brute_force_ig(model, batch, site, alphas, weights, reduce=reduce).mean(0)
         torch.testing.assert_close(scores.sites[site.path].mean, expected, rtol=1e-6, atol=1e-15)
@@ -202,9 +203,10 @@ def test_auto_steps_double_the_nodes_of_exactly_the_examples_whose_completeness_
     assert refined_somewhere  # the test exercises refinement
 
 
-def test_auto_steps_are_for_per_site_ig():
-    model = tiny.bert_cls()
-    with pytest.raises(ValueError, match="conductance needs a number of steps"):
-        attprune.attribute(model, [tiny.batch_for(model)], method="conductance", steps="auto", progress=False)
+def test_auto_steps_mean_20_nodes_to_conductance_and_need_a_positive_tolerance():
+    model, batch = tiny.bert_cls(), tiny.batch_for(tiny.bert_cls())
+    auto = attprune.attribute(model, [batch], method="conductance", steps="auto", progress=False)
+    twenty = attprune.attribute(model, [batch], method="conductance", steps=20, progress=False)
+    assert all(torch.equal(auto.sites[p].sum, s.sum) for p, s in twenty.sites.items())
     with pytest.raises(ValueError, match="tolerance must be a number > 0"):
         attprune.attribute(model, [tiny.batch_for(model)], steps="auto", tolerance=0, progress=False)

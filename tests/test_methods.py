@@ -18,7 +18,7 @@ def test_grad_x_act_equals_one_step_ig_and_brute_force():
     model = tiny.bert_cls()
     batch = tiny.batch_for(model)
     gxa = attprune.attribute(model, [batch], method="grad_x_act", progress=False)
-    one_step = attprune.attribute(model, [batch], method="ig", steps=1, progress=False)
+    one_step = attprune.attribute(model, [batch], method="ig", steps=1, quadrature="riemann_right", progress=False)
     for site in attprune.find_sites(model):
         expected = reference.brute_force_ig(model, batch, site, [1.0], [1.0])
         torch.testing.assert_close(gxa.sites[site.path].sum, expected.sum(0), rtol=1e-8, atol=1e-15)
@@ -127,7 +127,7 @@ def test_token_classification_sums_over_labelled_tokens():
     model = tiny.bert_token()
     batch = tiny.batch_for(model)
     alphas, weights = quadrature("riemann_right", 4)
-    scores = attprune.attribute(model, [batch], steps=4, progress=False)
+    scores = attprune.attribute(model, [batch], steps=4, quadrature="riemann_right", progress=False)
     for site in attprune.find_sites(model):
         expected = reference.brute_force_ig(model, batch, site, alphas, weights).mean(0)
         torch.testing.assert_close(scores.sites[site.path].mean, expected, rtol=1e-6, atol=1e-15)

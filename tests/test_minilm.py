@@ -33,7 +33,8 @@ def test_minilm_ig_matches_captum_in_float64(minilm):
     model, batch = minilm
     model = model.double()
     try:
-        scores = attprune.attribute(model, [batch], steps=8, units=("ffn", "heads"), progress=False)
+        scores = attprune.attribute(model, [batch], steps=8, quadrature="riemann_right", units=("ffn", "heads"),
+                                    progress=False)
         for site in [attprune.find_sites(model)[i] for i in (0, 7, 11)]:
             module = model.get_submodule(site.path)
 

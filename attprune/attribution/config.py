@@ -45,10 +45,10 @@ class AttributionConfig(Settings):
     method: str = option("ig", "attribution method", choices=lambda: tuple(METHODS))
     units: tuple[str, ...] = option(("ffn", "heads"), "unit kinds to score: ffn (intermediate neurons), heads "
                                     "(query heads); comma-separated on the command line", parse=_comma_list)
-    steps: int | str = option(20, "quadrature nodes of the integration path (Captum's n_steps), or 'auto' (ig): "
-                                   "nodes doubled per site and example until IG's completeness gap is below "
-                                   "tolerance", parse=_steps)
-    quadrature: str = option("riemann_right", "node rule of the path integral (Captum's method names)",
+    steps: int | str = option(AUTO, "quadrature nodes of the integration path (Captum's n_steps), or 'auto': per-site "
+                                     "IG starts at 4 nodes and doubles them for the sites and examples whose "
+                                     "completeness gap exceeds tolerance (conductance: 20 nodes)", parse=_steps)
+    quadrature: str = option("gausslegendre", "node rule of the path integral (Captum's method names)",
                              choices=QUADRATURES)
     target: Union[str, Callable] = option("label", "explain the gold label's log-probability, or the model's own "
                                                    "prediction (no labels needed); in Python also a callable "

@@ -25,11 +25,14 @@ import torch
 
 from ...errors import InputError, UnsupportedModelError
 from ..memory import halving_on_oom
-from ..quadrature import quadrature
+from ...ops.reference import per_unit, reduce_tokens
+from ..quadrature import AUTO, quadrature
 from ..replay import replaced_forwards
 from ..runner import Clean, Runner
-from ...ops.reference import per_unit, reduce_tokens
 from .base import Method, register_method
+
+#: conductance's nodes under ``steps="auto"``
+AUTO_STEPS = 20
 
 
 def interpolated_pass(runner: Runner, clean: Clean, alphas: list[float]):
@@ -126,13 +129,15 @@ class Conductance(Method):
 
     @classmethod
     def check(cls, config) -> None:
-        if config.steps == "auto":
-            raise InputError("steps='auto' chooses per-site IG's nodes from its completeness; conductance needs a "
-                             "number of steps (Captum's n_steps), e.g. steps=20")
-        quadrature(config.quadrature, config.steps + 1)
+        quadrature(config.quadrature, cls._steps(config) + 1)
 
     def nodes(self):
-        return quadrature(self.config.quadrature, self.config.steps + 1)
+        return quadrature(self.config.quadrature, self._steps(self.config) + 1)
+
+    @staticmethod
+    def _steps(config) -> int:
+        """``steps="auto"`` has no per-site completeness to follow here: Captum's usual 20."""
+        return AUTO_STEPS if config.steps == AUTO else config.steps
 
     def score_batch(self, runner: Runner, clean: Clean, chunk: int) -> Iterator[tuple[str, torch.Tensor]]:
         alphas, _ = self.nodes()
