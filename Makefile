@@ -45,6 +45,7 @@ bench: native
 	$(PY) bench/compaction_latency.py
 	$(PY) bench/dispatch_overhead.py
 	$(PY) bench/ig_fidelity.py
+	$(PY) bench/depth_scaling.py
 	$(PY) -m pytest bench/ --benchmark-only --benchmark-columns=min,mean,rounds
 
 clean:

@@ -112,4 +112,5 @@ def load_smollm2(dtype: torch.dtype = torch.float32, **placement):
         raise MissingDependencyError(f"SmolLM2-135M-Instruct is not in the cache ({smollm2_path()}): run "
                                      "`attprune fetch` (make setup does it)")
     path = smollm2_path()
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **placement).eval(), AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **placement).eval()
+    return model, AutoTokenizer.from_pretrained(path)

@@ -11,7 +11,11 @@ from pathlib import Path
 
 
 def _read(path: Path):
-    return json.loads(path.read_text()) if path.is_file() else None
+    """A result file, or None when the step that writes it failed."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def attribution_table(report: dict, model: str) -> list[str]:

@@ -27,6 +27,7 @@ def setup(request):
 def test_ig_all_sites(benchmark, setup, method):
     model, batch, sites = setup
     run = throughput.RUNNERS[method]
-    args = argparse.Namespace(steps=STEPS, quadrature="riemann_right", captum_steps=STEPS, captum_method="riemann_right")
+    args = argparse.Namespace(steps=STEPS, quadrature="riemann_right", captum_steps=STEPS,
+                              captum_method="riemann_right")
     scores, _ = benchmark.pedantic(run, args=(model, batch, sites, args), rounds=2, warmup_rounds=1)
     assert set(scores) == {s.path for s in sites}

@@ -107,7 +107,8 @@ def compile_all(targets=tuple(TARGETS)) -> list[Compiled]:
 
 
 def markdown(results: list[Compiled]) -> str:
-    lines = ["| kernel | target | dtype | config | registers | spilled bytes | shared bytes |", "|---|---|---|---|---|---|---|"]
+    lines = ["| kernel | target | dtype | config | registers | spilled bytes | shared bytes |",
+             "|---|---|---|---|---|---|---|"]
     lines += [f"| {r.kernel} | {r.target} | {r.dtype} | {r.config} | {r.registers} | {r.spills} | {r.shared_bytes} |"
               for r in results]
     return "\n".join(lines)
