@@ -61,11 +61,10 @@ class IntegratedGradients(Method):
 
     @classmethod
     def check(cls, config) -> None:
-        steps = AUTO_FIRST if config.steps == AUTO else config.steps
-        quadrature(config.quadrature, steps)  # refuses a rule / count that does not exist
+        quadrature(config.quadrature, _first_steps(config))  # refuses a rule / count that does not exist
 
     def nodes(self) -> tuple[list[float], list[float]]:
-        return quadrature(self.config.quadrature, AUTO_FIRST if self.config.steps == AUTO else self.config.steps)
+        return quadrature(self.config.quadrature, _first_steps(self.config))
 
     def max_nodes(self) -> int:
         return AUTO_MAX if self.config.steps == AUTO else self.config.steps
@@ -75,14 +74,14 @@ class IntegratedGradients(Method):
             if self.config.steps == AUTO:
                 yield site.path, self._adaptive(runner, clean, site, chunk)
             else:
-                yield site.path, self._fixed(runner, clean, site, self.config.steps, chunk)[0]
+                yield site.path, self._fixed(runner, clean, site, self.config.steps, chunk)
 
-    def _fixed(self, runner: Runner, clean: Clean, site: Site, steps: int, chunk: int):
+    def _fixed(self, runner: Runner, clean: Clean, site: Site, steps: int, chunk: int, with_token_sums=False):
         alphas, weights = quadrature(self.config.quadrature, steps)
 
-        def run(steps_per_pass: int) -> tuple[torch.Tensor, torch.Tensor]:
+        def run(steps_per_pass: int):
             return ig_site(runner, clean, site, alphas, weights, reduce=self.config.reduce_tokens,
-                           chunk=steps_per_pass, backend=self.config.backend, with_token_sums=True)
+                           chunk=steps_per_pass, backend=self.config.backend, with_token_sums=with_token_sums)
         return halving_on_oom(run, min(chunk, steps))
 
     def _adaptive(self, runner: Runner, clean: Clean, site: Site, chunk: int) -> torch.Tensor:
@@ -96,7 +95,8 @@ class IntegratedGradients(Method):
         rows, steps, sub = torch.arange(clean.rows), AUTO_FIRST, clean
         scores = gap = nodes = None
         while True:
-            part, sums = self._fixed(runner, sub, site, steps, max(1, chunk * clean.rows // sub.rows))
+            part, sums = self._fixed(runner, sub, site, steps, max(1, chunk * clean.rows // sub.rows),
+                                     with_token_sums=True)
             part_gap = (sums - delta[rows]).abs() / scale
             if scores is None:
                 scores, gap, nodes = part, part_gap, torch.full((clean.rows,), steps)
@@ -119,6 +119,10 @@ class IntegratedGradients(Method):
 #: ``steps="auto"``: Gauss-Legendre-style doubling from 4 nodes (``bench/ig_fidelity.py``: GL-4
 #: keeps the reference's 50% plan on MiniLM) up to 64 per example
 AUTO_FIRST, AUTO_MAX = 4, 64
+
+
+def _first_steps(config) -> int:
+    return AUTO_FIRST if config.steps == AUTO else config.steps
 
 
 @dataclass
