@@ -2,7 +2,8 @@
 
 ``labels`` holds class ids (sequence classification), per-token ids (token classification,
 causal and seq2seq LMs) with ``IGNORE_INDEX`` marking positions nothing scores, as in
-PyTorch's ``cross_entropy`` and Hugging Face's models.
+PyTorch's ``cross_entropy`` and Hugging Face's models. ``attribution_positions`` (optional,
+``POSITIONS_KEY``) marks the tokens to attribute at, for ``positions="batch"``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from .errors import InputError
 
 #: label of a position that no loss or objective reads (PyTorch's ``ignore_index`` default)
 IGNORE_INDEX = -100
+#: an optional batch entry, a bool tensor [rows, tokens]: the positions to attribute at (read by
+#: ``positions="batch"``, always removed before the model call)
+POSITIONS_KEY = "attribution_positions"
 
 
 def batch_rows(batch: dict) -> int:

@@ -31,6 +31,14 @@ def bert_token(num_labels=5):
 
 
 @_seeded
+def bert_mlm():
+    """A masked LM (its decoder tied to the word embeddings), for cloze probes."""
+    cfg = tf.BertConfig(vocab_size=VOCAB, hidden_size=24, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=37, max_position_embeddings=64)
+    return tf.BertForMaskedLM(cfg)
+
+
+@_seeded
 def roberta_cls():
     cfg = tf.RobertaConfig(vocab_size=VOCAB, hidden_size=24, num_hidden_layers=2, num_attention_heads=3,
                            intermediate_size=29, max_position_embeddings=70, num_labels=2, pad_token_id=1)

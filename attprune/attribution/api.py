@@ -11,7 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import devices, ops
-from ..errors import InputError
+from ..errors import InputError, ResumeMismatchError
 from ..settings import check_int
 from ..sites import Site, find_embeddings, find_sites
 from . import distributed
@@ -45,7 +45,8 @@ def attribute(model: nn.Module, batches: Iterable[dict] | None, config: Attribut
 
             - ``method``: a registered method (``attprune.attribution.METHODS``): ``"ig"``
               (per-site integrated gradients, the core), ``"conductance"``, ``"grad_x_act"``,
-              ``"fisher"``, ``"activation"``, ``"magnitude"``, ``"random"``.
+              ``"fisher"``, ``"activation"``, ``"wanda"``, ``"flap"`` (LLM-pruning criteria from
+              per-feature statistics over all calibration tokens), ``"magnitude"``, ``"random"``.
             - ``units``: ``("ffn", "heads")`` or one of them.
             - ``steps`` / ``quadrature``: nodes and rule of the integration path (Captum's
               ``n_steps`` / ``method``; ``attprune.attribution.quadrature``).
@@ -128,19 +129,29 @@ def _reduced(stats: dict[str, SiteScores]) -> dict[str, SiteScores]:
     return {p: SiteScores(stats[p].kind, *summed[3 * i:3 * i + 3], int(counts[i])) for i, p in enumerate(paths)}
 
 
+def _check_resumed_shapes(resumed: dict[str, SiteScores], fresh: dict[str, SiteScores], folder: Path) -> None:
+    """Refuse partial sums of other widths than the method accumulates (another attprune version's)."""
+    shapes = lambda stats: {p: tuple(s.sum.shape) for p, s in stats.items()}  # noqa: E731
+    if shapes(resumed) != shapes(fresh):
+        raise ResumeMismatchError(f"the partial run in {folder} holds sums of other shapes than this method "
+                                  "accumulates now (another attprune version?); delete it or choose another folder")
+
+
 def _data_driven(model: nn.Module, sites: list[Site], batches, method: Method, progress: bool,
                  partial: PartialRun | None, save_every: int) -> Scores:
     config = method.config
     record = set(find_embeddings(model)) if method.records_embeddings else set()
     runner = Runner(model, sites, config.target, dtype=config.dtype, replay_sites=method.replays_sites, record=record,
                     cut_after_targets=method.follows_gradient and config.reduce_tokens == "sum")
-    stats = {s.path: SiteScores.zeros(s.kind, s.n_units, runner.acc_dtype) for s in sites}
+    dtype = method.accumulator_dtype or runner.acc_dtype
+    stats = {s.path: SiteScores.zeros(s.kind, method.accumulator_size(s), dtype) for s in sites}
     resumed = partial.load() if partial is not None else None
     start = 0
     if resumed is not None:
         start = resumed.next_batch
-        stats = {p: SiteScores(s.kind, s.sum.to(runner.acc_dtype), s.sum_abs.to(runner.acc_dtype),
-                               s.sum_sq.to(runner.acc_dtype), s.count) for p, s in resumed.sites.items()}
+        _check_resumed_shapes(resumed.sites, stats, partial.folder)
+        stats = {p: SiteScores(s.kind, s.sum.to(dtype), s.sum_abs.to(dtype), s.sum_sq.to(dtype), s.count)
+                 for p, s in resumed.sites.items()}
     read = DataDigest()
     rank, world = distributed.rank_and_size()
     total = len(batches) if hasattr(batches, "__len__") else None
@@ -173,6 +184,7 @@ def _data_driven(model: nn.Module, sites: list[Site], batches, method: Method, p
     stats = _reduced(stats)
     if not any(s.count for s in stats.values()):
         raise InputError("no examples: `batches` yielded nothing")
+    stats = method.finish(runner, stats)
     if partial is not None:
         partial.clear()
     return Scores({p: SiteScores(s.kind, s.sum.float(), s.sum_abs.float(), s.sum_sq.float(), s.count)

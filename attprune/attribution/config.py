@@ -25,8 +25,9 @@ from ..sites import UNIT_KINDS
 from .inputs import LONG_INPUTS
 from .memory import parse_memory
 from .methods.base import METHODS, method_class
-from .objective import TARGETS
+from .objective import TARGET_ERROR, TARGETS
 from .quadrature import AUTO, QUADRATURES
+from .tokens import CLI_POSITIONS, check_positions
 from ..ops.reference import REDUCTIONS
 
 
@@ -50,11 +51,22 @@ class AttributionConfig(Settings):
                                      "completeness gap exceeds tolerance (conductance: 20 nodes)", parse=_steps)
     quadrature: str = option("gausslegendre", "node rule of the path integral (Captum's method names)",
                              choices=QUADRATURES)
-    target: Union[str, Callable] = option("label", "explain the gold label's log-probability, or the model's own "
-                                                   "prediction (no labels needed); in Python also a callable "
-                                                   "(outputs, batch) -> Tensor[batch]", cli_choices=TARGETS)
-    reduce_tokens: str = option("sum", "how per-token scores become one per example (over real tokens)",
-                                choices=REDUCTIONS)
+    target: Union[str, Callable] = option("label", "explain the gold label's log-probability, the model's own "
+                                                   "prediction (no labels needed), or the gold label's probability "
+                                                   "(exp of 'label': the target token's softmax probability, the "
+                                                   "joint one of several labelled tokens); in Python also a "
+                                                   "callable (outputs, batch) -> Tensor[batch]", cli_choices=TARGETS)
+    reduce_tokens: str = option("sum", "how per-token scores become one per example (over real tokens, or the "
+                                       "chosen positions)", choices=REDUCTIONS)
+    positions: Union[str, Callable] = option(
+        "all", "the tokens of each example to attribute at: all (every real token), labelled (where the objective "
+               "reads the output: labels != -100, e.g. a cloze probe's [MASK]; for a causal LM the position before "
+               "each labelled token, whose logits predict it), mask (input_ids == model.config.mask_token_id), last "
+               "(the last real token); in Python also 'batch' (each batch's attribution_positions bool tensor) or a "
+               "callable (batch) -> bool Tensor[rows, tokens]. ig interpolates each site at these tokens only (the "
+               "others keep their clean values) and sums over them; conductance, grad_x_act and activation reduce "
+               "over them; fisher squares the gradient of a unit mask applied there; an example with none is "
+               "an error", cli_choices=CLI_POSITIONS)
     dtype: torch.dtype | None = option(None, "compute the model in this dtype (autocast); scores accumulate in "
                                              "float32 (float64 for a float64 model)", cli_choices=DTYPE_NAMES)
     backend: str = option("auto", "IG step arithmetic: torch (reference), triton (fused kernels, CUDA), native "
@@ -94,8 +106,12 @@ class AttributionConfig(Settings):
         if self.internal_batch_size is not None:
             check_int("internal_batch_size", self.internal_batch_size)
         if not callable(self.target) and self.target not in TARGETS:
-            raise InputError(f"target must be 'label', 'prediction' or a callable (outputs, batch) -> Tensor, "
-                             f"got {self.target!r}")
+            raise InputError(TARGET_ERROR.format(target=self.target))
+        check_positions(self.positions)
+        if self.positions != "all" and not method_class(self.method).takes_positions:
+            raise InputError(f"method={self.method!r} does not take positions (positions={self.positions!r}); "
+                             "use positions='all', or a method that does (ig, conductance, grad_x_act, fisher, "
+                             "activation)")
         if self.memory_budget is not None:
             parse_memory(self.memory_budget)
         method_class(self.method).check(self)

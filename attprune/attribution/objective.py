@@ -4,7 +4,15 @@
 classification), summed over labelled tokens (token classification), summed over label
 tokens with -100 ignored (seq2seq, and causal LM with the usual one-token shift).
 ``target="prediction"``: the same with the model's own argmax on the clean input in place
-of labels (the unsupervised setting).  Or a callable ``(outputs, batch) -> Tensor[batch]``.
+of labels (the unsupervised setting).  ``target="probability"``: the probability of the gold
+label, exp of what ``"label"`` explains: the softmax probability of the target token for one
+labelled token (the knowledge-neurons objective, e.g. the [MASK] of a cloze probe); for
+several labelled tokens of an example, their joint probability, the product of their
+(teacher-forced) probabilities, not a sum or mean of them (pass a callable for those); not
+defined for a regression head.  Or a callable ``(outputs, batch) -> Tensor[batch]``.
+
+A masked LM (``...ForMaskedLM``) scores as token classification: its labels hold the target
+token at the [MASK] positions and -100 elsewhere.
 """
 
 from __future__ import annotations
@@ -18,7 +26,9 @@ from ..batches import IGNORE_INDEX
 from ..errors import InputError
 
 TargetSpec = Union[str, Callable]
-TARGETS = ("label", "prediction")
+TARGETS = ("label", "prediction", "probability")
+#: the targets that read the batch's gold labels
+LABEL_TARGETS = ("label", "probability")
 TASKS = ("sequence", "token", "causal", "seq2seq")
 
 
@@ -72,6 +82,19 @@ def check_labels(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -
         raise InputError(f"sequence classification needs labels of shape [batch], got {tuple(labels.shape)}")
 
 
+def value_of(model: nn.Module, target: str, logits: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype,
+             logit_positions: torch.Tensor | None = None) -> torch.Tensor:
+    """F per example for a named target: the log-probability of the labels ("label",
+    "prediction": ``labels`` then hold the predictions), or its exp ("probability")."""
+    log_prob = log_prob_of(model, logits, labels, dtype, logit_positions)
+    if target != "probability":
+        return log_prob
+    if _task(model, logits) == "sequence" and logits.shape[-1] == 1:
+        raise InputError("target='probability' needs a classifier or an LM head; a regression head has no "
+                         "probability (use target='label')")
+    return log_prob.exp()
+
+
 def log_prob_of(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype,
                 logit_positions: torch.Tensor | None = None) -> torch.Tensor:
     """Per-example sum of log p(label) over the labelled positions -> [batch] in ``dtype``.
@@ -118,4 +141,8 @@ def predicted_labels(model: nn.Module, logits: torch.Tensor, batch: dict) -> tor
 def resolve(target: TargetSpec) -> TargetSpec:
     if callable(target) or target in TARGETS:
         return target
-    raise InputError(f"target must be 'label', 'prediction' or a callable (outputs, batch) -> Tensor, got {target!r}")
+    raise InputError(TARGET_ERROR.format(target=target))
+
+
+TARGET_ERROR = ("target must be 'label', 'prediction' or a callable (outputs, batch) -> Tensor[batch], or "
+                "'probability' (the gold label's probability); got {target!r}")

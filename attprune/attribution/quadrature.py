@@ -6,12 +6,22 @@ that ``steps`` / ``quadrature`` here mean what ``n_steps`` / ``method`` mean the
 ==================  =================================  ============================
 name                nodes alpha_k (k = 1..m)           weights w_k
 ==================  =================================  ============================
-riemann_right       k / m  (knowledge-neuron rule)     1/m
+riemann_right       k / m                              1/m
 riemann_left        (k - 1) / m                        1/m
 riemann_middle      (k - 1/2) / m                      1/m
 riemann_trapezoid   (k - 1) / (m - 1)                  1/m, halved at both ends
 gausslegendre       Gauss-Legendre nodes on [0, 1]     Gauss-Legendre weights / 2
+linspace            (k - 1) / (m - 1)                  1/m  (not Captum's)
 ==================  =================================  ============================
+
+``linspace`` is the knowledge-neurons rule (Dai et al. 2022, "Knowledge Neurons in Pretrained
+Transformers", as the EleutherAI ``knowledge-neurons`` library computes it): the activation
+scaled by ``torch.linspace(0, 1, m)``, the m gradients summed and divided by m. It has
+``riemann_trapezoid``'s nodes without halving the end weights: exact for a linear integrand,
+an O(1/m) error otherwise (the trapezoid's is O(1/m^2)); it is here to reproduce that
+definition (``steps >= 2``). Its nodes are exact (k / (m - 1) in float64), the others' are
+float32 as Captum computes them. The paper's written formula, (1/m) sum over k = 1..m at
+alpha = k / m, is ``riemann_right``.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ from ..settings import check_int
 
 #: ``steps=AUTO``: per-site IG chooses its nodes from its completeness gap (``methods/ig.py``)
 AUTO = "auto"
-QUADRATURES = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre")
+QUADRATURES = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre", "linspace")
 
 
 def quadrature(name: str, steps: int) -> tuple[list[float], list[float]]:
@@ -39,9 +49,11 @@ def quadrature(name: str, steps: int) -> tuple[list[float], list[float]]:
     if name == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(steps)
         return (0.5 * (1 + nodes)).tolist(), (0.5 * weights).tolist()
-    if name == "riemann_trapezoid" and steps < 2:
-        raise InputError("riemann_trapezoid needs steps >= 2")
+    if name in ("riemann_trapezoid", "linspace") and steps < 2:
+        raise InputError(f"{name} needs steps >= 2")
     weights = [1.0 / steps] * steps
+    if name == "linspace":  # the knowledge-neurons rule: both ends, every weight 1/m
+        return [k / (steps - 1) for k in range(steps)], weights
     # torch.linspace in float32, as Captum computes its nodes
     if name == "riemann_right":
         alphas = torch.linspace(1 / steps, 1, steps)

@@ -12,11 +12,11 @@ from accelerate.utils import align_module_device
 from torch import nn
 
 from .. import devices
-from ..batches import IGNORE_INDEX, batch_rows, slice_batch, tile_batch, truncate_tokens
+from ..batches import IGNORE_INDEX, POSITIONS_KEY, batch_rows, slice_batch, tile_batch, truncate_tokens
 from ..errors import InputError, InputTypeError, UnsupportedModelError
 from ..sites import Site, weight_out_in
 from . import objective, replay
-from .tokens import token_mask
+from .tokens import PositionsSpec, select_positions, token_mask
 
 
 @dataclass
@@ -33,6 +33,12 @@ class Clean:
     logit_positions: torch.Tensor | None = None
     #: F(x) of every example on the clean input
     value: torch.Tensor | None = None
+    #: the batch as it was passed (on the device, labels and any ``attribution_positions`` kept,
+    #: not cut): what ``positions`` reads
+    batch: dict | None = None
+    #: [rows, input tokens] bool: the positions chosen by ``positions`` among the real tokens
+    #: (``Runner.select_positions``); None: every real token
+    positions: torch.Tensor | None = None
 
 
 @contextlib.contextmanager
@@ -74,7 +80,7 @@ class Runner:
         self._use_cache = getattr(model.config, "use_cache", None) is not None
         # causal LMs: tokens after the last labelled one cannot change F (cut them, when the token
         # reduction is a sum: their scores are exactly 0), and only labelled positions need logits
-        causal_labels = objective.task_of(model) == "causal" and self.target == "label"
+        causal_labels = objective.task_of(model) == "causal" and self.target in objective.LABEL_TARGETS
         self.cut_after_targets = cut_after_targets and causal_labels
         self.keeps_logits = objective.task_of(model) == "causal" and not callable(self.target) and \
             "logits_to_keep" in inspect.signature(model.forward).parameters
@@ -101,8 +107,8 @@ class Runner:
             if not torch.is_tensor(value) or value.dim() != 1 or value.shape[0] != batch_rows(batch):
                 raise InputError("a callable target must return a 1-D tensor with one value per example")
             return value.to(self.acc_dtype)
-        return objective.log_prob_of(self.model, objective.logits_of(outputs), batch["labels"], self.acc_dtype,
-                                     logit_positions)
+        return objective.value_of(self.model, self.target, objective.logits_of(outputs), batch["labels"],
+                                  self.acc_dtype, logit_positions)
 
     def pass_objective(self, clean: Clean, times: int) -> torch.Tensor:
         """F of every row of one pass over ``times`` copies of the batch (step-major), under
@@ -112,17 +118,18 @@ class Runner:
 
     # -- inputs --------------------------------------------------------------------------
 
-    def _split(self, batch: dict) -> tuple[dict, torch.Tensor | None]:
+    def _split(self, batch: dict) -> tuple[dict, dict, torch.Tensor | None]:
+        """(the batch on the device, the model's inputs: no labels or positions, the labels)."""
         if not isinstance(batch, dict):
             raise InputTypeError("each batch must be a dict of tensors (as a model takes them), got "
                                  f"{type(batch).__name__}")
-        batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        labels = batch.pop("labels", None)
-        if "input_ids" not in batch and "inputs_embeds" not in batch:
+        given = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        inputs = {k: v for k, v in given.items() if k not in ("labels", POSITIONS_KEY)}
+        if "input_ids" not in inputs and "inputs_embeds" not in inputs:
             raise InputError("a batch needs input_ids (or inputs_embeds)")
-        if batch_rows(batch) == 0:
+        if batch_rows(inputs) == 0:
             raise InputError("empty batch: it has 0 examples")
-        return batch, labels
+        return given, inputs, given.get("labels")
 
     def _decoder_inputs(self, inputs: dict, labels: torch.Tensor | None) -> tuple[dict, torch.Tensor | None]:
         """Encoder-decoder: teacher-force the labels, or generate when there are none."""
@@ -163,14 +170,14 @@ class Runner:
 
     def prepare(self, batch: dict, _reprobed: bool = False) -> Clean:
         """The clean pass: site inputs/outputs, recorded calls, F(x) and the labels F uses."""
-        inputs, labels = self._split(batch)
+        given, inputs, labels = self._split(batch)
         inputs, labels = self._decoder_inputs(inputs, labels)
         if self.cut_after_targets and labels is not None:
             inputs, labels = _cut_after_last_label(inputs, labels)
         rows = batch_rows(inputs)
         if self.replay_sites and self._probe is None:
             self._probe_structure(inputs)
-        clean = Clean(inputs=inputs, objective_batch={}, rows=rows)
+        clean = Clean(inputs=inputs, objective_batch={}, rows=rows, batch=given)
         needed, recorded = self._needed, self.record_modules
         keep = lambda name, index: (name, index) in needed or name in recorded  # noqa: E731
         hooks = [self._capture(site, clean) for site in self.sites]
@@ -197,9 +204,9 @@ class Runner:
         if callable(self.target):
             return labels
         logits = objective.logits_of(outputs)
-        if self.target == "label":
+        if self.target in objective.LABEL_TARGETS:
             if labels is None:
-                raise InputError("target='label' needs a 'labels' entry in every batch; pass labels or use "
+                raise InputError(f"target={self.target!r} needs a 'labels' entry in every batch; pass labels or use "
                                  "target='prediction' (the model's own predictions, no labels needed)")
             objective.check_labels(self.model, logits, labels)
             return labels
@@ -213,8 +220,33 @@ class Runner:
             return weight_out_in(projection).detach().to(device)
 
     def token_mask(self, clean: Clean, site: Site) -> torch.Tensor:
-        """[rows, tokens] bool: the real tokens ``site`` sees in this batch."""
-        return token_mask(clean.objective_batch, site.stream, clean.site_inputs[site.path].shape[1], clean.rows)
+        """[rows, tokens] bool: the real tokens ``site`` sees in this batch, those chosen by
+        ``positions`` only once ``select_positions`` has run."""
+        mask = token_mask(clean.objective_batch, site.stream, clean.site_inputs[site.path].shape[1], clean.rows)
+        return mask if clean.positions is None else mask & clean.positions.to(mask.device)
+
+    def interpolation_mask(self, clean: Clean, site: Site) -> torch.Tensor | None:
+        """[rows, tokens] bool: where per-site IG interpolates the site (the chosen real tokens);
+        None: everywhere (``positions="all"``)."""
+        return None if clean.positions is None else self.token_mask(clean, site)
+
+    def select_positions(self, clean: Clean, positions: PositionsSpec) -> None:
+        """Restrict ``clean`` to the ``positions`` choice (``attribution/tokens.py``): sets
+        ``clean.positions``; nothing for ``"all"`` or when already set.
+
+        The choice is made on the batch as it was passed, before a causal LM's batch is cut
+        after its last labelled token, then cut the same way (a cut position cannot change F:
+        its scores are exactly 0), so every choice is exact under the cut.
+        """
+        if positions == "all" or clean.positions is not None:
+            return
+        n_tokens = _tokens(clean.batch)
+        labels = clean.objective_batch.get("labels")
+        if torch.is_tensor(labels) and labels.dim() == 2 and labels.shape[1] < n_tokens:  # the cut: no labels after
+            labels = torch.nn.functional.pad(labels, (0, n_tokens - labels.shape[1]), value=IGNORE_INDEX)
+        chosen = select_positions(positions, self.model, clean.batch, labels, objective.task_of(self.model) == "causal",
+                                  clean.rows, n_tokens)
+        clean.positions = chosen[:, :_tokens(clean.inputs)]
 
     def _capture(self, site: Site, clean: Clean):
         def hook(module, args, output):
@@ -247,7 +279,8 @@ class Runner:
                      rows=int(rows.numel()), site_inputs={p: t[rows] for p, t in clean.site_inputs.items()},
                      site_outputs={p: t[rows] for p, t in clean.site_outputs.items()},
                      log=replay.CallLog(clean.log.calls, outputs), logit_positions=clean.logit_positions,
-                     value=clean.value[rows])
+                     value=clean.value[rows], batch=None if clean.batch is None else slice_batch(clean.batch, rows),
+                     positions=None if clean.positions is None else clean.positions[rows])
 
 
 def _cut_after_last_label(inputs: dict, labels: torch.Tensor) -> tuple[dict, torch.Tensor]:
@@ -263,3 +296,8 @@ def _labelled_logit_positions(labels: torch.Tensor) -> torch.Tensor | None:
     """Positions t whose logits predict a label (labels[:, t + 1] scored in any row); None: all."""
     positions = (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero().flatten()
     return None if positions.numel() == labels.shape[1] - 1 else positions.to(labels.device)
+
+
+def _tokens(batch: dict) -> int:
+    """The length of the input token sequence."""
+    return (batch["input_ids"] if "input_ids" in batch else batch["inputs_embeds"]).shape[1]

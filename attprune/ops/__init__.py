@@ -12,7 +12,10 @@ steps by chunk of steps. Backends:
   same fusion on CPU.
 
 ``auto`` picks ``triton`` on CUDA when it can run, else ``torch``. The fused backends take the
-``sum`` / ``mean`` token reductions and float32 / bfloat16 / float16 models.
+``sum`` / ``mean`` token reductions and float32 / bfloat16 / float16 models. Every backend takes
+``positions`` (attribute at some tokens only): the interpolation's [B, T] selection
+(``ig_interpolate``: Triton in its kernel, the others in PyTorch) and the reduction's token
+mask, which is the selection.
 
     >>> attprune.attribute(model, batches, backend="triton")      # on a GPU
     >>> attprune.ops.available_backends(torch.device("cpu"))
@@ -86,14 +89,15 @@ def _on_device_of(tensor: torch.Tensor):
 
 
 def ig_interpolate(z: torch.Tensor, bias: torch.Tensor | None, alphas: torch.Tensor, *,
-                   backend: str = "torch") -> torch.Tensor:
-    """[m * B, T, D]: the site output at each node, step-major (``reference.ig_interpolate``)."""
+                   positions: torch.Tensor | None = None, backend: str = "torch") -> torch.Tensor:
+    """[m * B, T, D]: the site output at each node, step-major, interpolated at ``positions``
+    only ([B, T] bool; None: everywhere) (``reference.ig_interpolate``)."""
     if backend != "triton":
-        return reference.ig_interpolate(z, bias, alphas)
+        return reference.ig_interpolate(z, bias, alphas, positions)
     from .triton.ig_interpolate import ig_interpolate as kernel
 
     with _on_device_of(z):
-        return kernel(z, bias, alphas)
+        return kernel(z, bias, alphas, positions)
 
 
 def ig_attribute(grads: torch.Tensor, step_weights: torch.Tensor, weight: torch.Tensor, x: torch.Tensor,

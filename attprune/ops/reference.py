@@ -3,7 +3,8 @@ r"""The IG step arithmetic in plain PyTorch: what runs by default, and what ever
 
 For a site with projection :math:`Z = X W^\top + b`, baseline :math:`X' = 0` and nodes /
 weights :math:`(\alpha_k, w_k)`: the step batch is :math:`Z_k = b + \alpha_k (Z - b)`
-(``ig_interpolate``); the output gradients are summed over steps with their weights,
+(``ig_interpolate``; with a [B, T] ``positions`` mask only there, the other positions keep
+Z); the output gradients are summed over steps with their weights,
 :math:`\bar G = \sum_k w_k\, \partial F / \partial Z_k` (``step_sum``, chunk by chunk); the
 unit scores are :math:`S[b, u] = \mathrm{reduce}_t \sum_{i \in u} X[b, t, i]\,(\bar G W)[b, t, i]`
 over the real tokens (``unit_scores``). Scores accumulate in float32 (float64 for float64
@@ -22,13 +23,19 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def ig_interpolate(z: torch.Tensor, bias: torch.Tensor | None, alphas: torch.Tensor) -> torch.Tensor:
-    """[m * B, T, D] step-major: ``bias + alpha_k * (z - bias)`` for each node (bias None: 0)."""
+def ig_interpolate(z: torch.Tensor, bias: torch.Tensor | None, alphas: torch.Tensor,
+                   positions: torch.Tensor | None = None) -> torch.Tensor:
+    """[m * B, T, D] step-major: ``bias + alpha_k * (z - bias)`` for each node (bias None: 0);
+    with ``positions`` ([B, T] bool) only where it is True, ``z`` itself (exactly) elsewhere."""
     a = alphas.to(device=z.device, dtype=z.dtype).view(-1, 1, 1, 1)
     if bias is None:
-        return (a * z.unsqueeze(0)).reshape(-1, *z.shape[1:])
-    bias = bias.to(z.device, z.dtype)
-    return (bias + a * (z - bias).unsqueeze(0)).reshape(-1, *z.shape[1:])
+        out = a * z.unsqueeze(0)
+    else:
+        bias = bias.to(z.device, z.dtype)
+        out = bias + a * (z - bias).unsqueeze(0)
+    if positions is not None:
+        out = torch.where(positions.to(z.device).bool()[None, :, :, None], out, z.unsqueeze(0))
+    return out.reshape(-1, *z.shape[1:])
 
 
 def step_sum(grads: torch.Tensor, step_weights: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

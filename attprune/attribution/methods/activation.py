@@ -1,4 +1,5 @@
-"""``activation``: the mean |input| of each unit's features, reduced over real tokens (no gradient)."""
+"""``activation``: the mean |input| of each unit's features, reduced over real tokens (no gradient);
+with ``positions``, over the chosen tokens."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ class Activation(Method):
     """|X| averaged over a unit's features: the strong data-driven baseline that needs no backward."""
 
     name = "activation"
+    takes_positions = True  # the reduction
 
     def score_batch(self, runner: Runner, clean: Clean, chunk: int) -> Iterator[tuple[str, torch.Tensor]]:
+        runner.select_positions(clean, self.config.positions)
         for site in runner.sites:
             x = clean.site_inputs[site.path].to(runner.acc_dtype).abs()
             yield site.path, reduce_tokens(per_unit(x, site.unit_size) / site.unit_size,

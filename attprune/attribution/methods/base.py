@@ -24,8 +24,9 @@ from ...errors import InputError
 from ...sites import Site
 from ..runner import Clean, Runner
 
-if TYPE_CHECKING:  # an annotation only: the config module reads this registry for its choices
+if TYPE_CHECKING:  # annotations only: the config module reads this registry for its choices
     from ..config import AttributionConfig
+    from ..scores import SiteScores
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -42,9 +43,17 @@ class Method:
             the layers below a site are not run again).
         follows_gradient: a token's scores are products with the gradient of F, so tokens F
             cannot see score exactly 0 (a causal LM's batch is then cut after its last target).
+        takes_positions: honours ``positions`` (calls ``runner.select_positions(clean,
+            self.config.positions)`` first in ``score_batch``; ``runner.token_mask`` then holds
+            only the chosen tokens); other methods refuse a choice other than "all".
+        accumulator_dtype: the dtype of the running sums (None: float32, float64 for a float64
+            model).
 
     A data-driven method implements ``score_batch``: per-example scores [rows, units] of
     every site, yielded as ``(site path, scores)``; a data-free one ``score_without_data``.
+    A method whose score is not a mean over examples (e.g. a norm over all calibration
+    tokens) yields per-example *statistics* instead, [rows, ``accumulator_size(site)``],
+    and turns their sums into unit scores in ``finish`` (``calibration.py``).
     """
 
     name: ClassVar[str]
@@ -52,6 +61,8 @@ class Method:
     records_embeddings: ClassVar[bool] = False
     replays_sites: ClassVar[bool] = False
     follows_gradient: ClassVar[bool] = False
+    takes_positions: ClassVar[bool] = False
+    accumulator_dtype: ClassVar[torch.dtype | None] = None
 
     def __init__(self, config: "AttributionConfig"):
         self.config = config
@@ -72,6 +83,16 @@ class Method:
     def score_batch(self, runner: Runner, clean: Clean, chunk: int) -> Iterator[tuple[str, torch.Tensor]]:
         """Per-example scores of every site from one batch; ``chunk``: nodes per forward pass."""
         raise NotImplementedError(f"method {self.name!r} scores without data")
+
+    def accumulator_size(self, site: Site) -> int:
+        """The width of the rows ``score_batch`` yields for ``site`` (the sums resume and
+        all-reduce at this width)."""
+        return site.n_units
+
+    def finish(self, runner: Runner, stats: dict[str, "SiteScores"]) -> dict[str, "SiteScores"]:
+        """The per-unit ``SiteScores`` of every site from the sums of what ``score_batch``
+        yielded over all batches (and all processes); the sums are the scores unless overridden."""
+        return stats
 
     def statistics(self) -> dict:
         """What the run achieved, for ``Scores.meta`` (e.g. ``steps="auto"``'s completeness gaps)."""

@@ -15,6 +15,12 @@ embeddings, not the site), so its scores rank units differently.
 ``grad_x_act``: X * dF/dX at the input (alpha = 1 only).  ``fisher`` (Kwon et al. 2022):
 the squared gradient of F with respect to a unit mask (at mask = 1 that gradient is the
 token-summed grad x act), summed over examples.
+
+``positions`` (``attribution/tokens.py``) restricts the token reduction only: the path
+still scales the embeddings of every token. Conductance: the per-token conductances at
+the chosen tokens, reduced; grad_x_act: X * dF/dX at the chosen tokens, reduced; fisher:
+the squared gradient of F w.r.t. a unit mask applied at the chosen tokens only (the square
+of grad x act summed over them).
 """
 
 from __future__ import annotations
@@ -126,6 +132,7 @@ class Conductance(Method):
     name = "conductance"
     records_embeddings = True
     follows_gradient = True
+    takes_positions = True  # the reduction only
 
     @classmethod
     def check(cls, config) -> None:
@@ -140,6 +147,7 @@ class Conductance(Method):
         return AUTO_STEPS if config.steps == AUTO else config.steps
 
     def score_batch(self, runner: Runner, clean: Clean, chunk: int) -> Iterator[tuple[str, torch.Tensor]]:
+        runner.select_positions(clean, self.config.positions)
         alphas, _ = self.nodes()
         run = lambda nodes_per_pass: conductance(runner, clean, alphas, reduce=self.config.reduce_tokens,  # noqa: E731
                                                  chunk=nodes_per_pass)
@@ -153,8 +161,10 @@ class GradXAct(Method):
     name = "grad_x_act"
     records_embeddings = True
     follows_gradient = True
+    takes_positions = True  # the reduction only
 
     def score_batch(self, runner: Runner, clean: Clean, chunk: int) -> Iterator[tuple[str, torch.Tensor]]:
+        runner.select_positions(clean, self.config.positions)
         yield from grad_x_act(runner, clean, reduce=self.config.reduce_tokens).items()
 
 
@@ -165,6 +175,7 @@ class Fisher(Method):
     name = "fisher"
     records_embeddings = True
     follows_gradient = True
+    takes_positions = True  # the unit mask at the chosen tokens
 
     @classmethod
     def check(cls, config) -> None:
@@ -173,5 +184,6 @@ class Fisher(Method):
                              "use reduce_tokens='sum'")
 
     def score_batch(self, runner: Runner, clean: Clean, chunk: int) -> Iterator[tuple[str, torch.Tensor]]:
+        runner.select_positions(clean, self.config.positions)
         for path, mask_gradient in grad_x_act(runner, clean, reduce="sum").items():
             yield path, mask_gradient.square()

@@ -11,7 +11,11 @@ input, all tokens at once), baseline :math:`X' = 0` and quadrature nodes/weights
               \Big|_{X' + \alpha_k (X - X')}
 
 which is Captum's ``IntegratedGradients`` on the site input, summed over a unit's
-features and reduced over tokens.  How it is computed:
+features and reduced over tokens.  With ``positions`` (``attribution/tokens.py``) the path
+scales the site input at the chosen tokens P only, :math:`X_{t}(\alpha) = \alpha X_t` for
+:math:`t \in P` and :math:`X_t` elsewhere, and the token sum runs over P: the IG of F with
+respect to the site input at P, the other tokens held at their clean values (completeness:
+the scores sum to F(x) - F(site off at P)).  How it is computed:
 
 (a) the model runs up to the site once (the clean pass); every module call that finished
     before the site is replayed from that pass (``attribution/replay.py``), so an m-step pass computes
@@ -54,6 +58,8 @@ class IntegratedGradients(Method):
     name = "ig"
     replays_sites = True
     follows_gradient = True
+    #: ``positions``: interpolates the site at the chosen tokens only and reduces over them
+    takes_positions = True
 
     def __init__(self, config):
         super().__init__(config)
@@ -70,6 +76,7 @@ class IntegratedGradients(Method):
         return AUTO_MAX if self.config.steps == AUTO else self.config.steps
 
     def score_batch(self, runner: Runner, clean: Clean, chunk: int) -> Iterator[tuple[str, torch.Tensor]]:
+        runner.select_positions(clean, self.config.positions)
         for site in runner.sites:
             if self.config.steps == AUTO:
                 yield site.path, self._adaptive(runner, clean, site, chunk)
@@ -89,7 +96,11 @@ class IntegratedGradients(Method):
         exceeds the tolerance computed again with twice the nodes, and so on up to ``AUTO_MAX``."""
         z = clean.site_outputs[site.path]
         bias = _bias(site.module(runner.model), z)
-        off = runner.value_with_site_output(clean, site, torch.zeros_like(z) if bias is None else bias.expand_as(z))
+        off_output = torch.zeros_like(z) if bias is None else bias.expand_as(z)
+        chosen = runner.interpolation_mask(clean, site)
+        if chosen is not None:  # the site off at the chosen tokens only
+            off_output = torch.where(chosen.to(z.device)[..., None], off_output, z)
+        off = runner.value_with_site_output(clean, site, off_output)
         delta = clean.value - off  # completeness: the unit scores of an example sum to this
         scale = delta.abs().mean().clamp_min(torch.finfo(delta.dtype).tiny)
         rows, steps, sub = torch.arange(clean.rows), AUTO_FIRST, clean
@@ -152,12 +163,13 @@ def step_gradients(runner: Runner, clean: Clean, site: Site, alphas: list[float]
     """Per chunk of steps: (:math:`\\partial F / \\partial Z_k` [steps, B, T, d_out], the steps' weights)."""
     z = clean.site_outputs[site.path]
     bias = _bias(site.module(runner.model), z)
+    chosen = runner.interpolation_mask(clean, site)
     rows = clean.rows
     for start in range(0, len(alphas), chunk):
         a = torch.tensor(alphas[start:start + chunk], dtype=torch.float64)  # cast by the op: exact nodes
         w = torch.tensor(weights[start:start + chunk], dtype=runner.acc_dtype, device=z.device)
         times = a.numel()
-        z_k = ops.ig_interpolate(z, bias, a, backend=backend).requires_grad_(True)
+        z_k = ops.ig_interpolate(z, bias, a, positions=chosen, backend=backend).requires_grad_(True)
         replacements = runner.replacements_above(clean, site, times)
         replacements[site.path] = lambda original, args, kwargs, z_k=z_k: z_k
         with torch.enable_grad(), replaced_forwards(runner.model, replacements):

@@ -3,8 +3,8 @@
 No GPU is needed: ``triton.compile`` with a ``GPUTarget`` lowers a kernel to PTX and a cubin
 with Triton's own ``ptxas``, and ``cuobjdump`` (shipped with Triton too) reads the cubin's
 resource use. The configurations are exactly the launchers' (``ig_attribute.launch_config``,
-``ig_interpolate``'s blocks): each input dtype, and each kind of unit (FFN neurons; heads of a
-power-of-two width, summed in registers; heads of another width).
+``ig_interpolate``'s blocks, with and without a token selection): each input dtype, and each kind
+of unit (FFN neurons; heads of a power-of-two width, summed in registers; heads of another width).
 
     python -m attprune.ops.triton.aot bench/results/triton_aot    # a table of every config x target
 
@@ -92,9 +92,12 @@ def configurations() -> list[tuple]:
             label = ("grouped" if constants["GROUPED"] else "per-feature") + f", unit {unit}, blocks " + \
                 f"{constants['BLOCK_T']}x{constants['BLOCK_O']}x{constants['BLOCK_I']}"
             found.append((_ig_attribute_kernel, "ig_attribute", short, label, data, constants, warps))
-        found.append((_ig_interpolate_kernel, "ig_interpolate", short, f"blocks {BLOCK_R}x{BLOCK_D}",
-                      {"z_ptr": f"*{short}", "bias_ptr": f"*{short}", "out_ptr": f"*{short}"},
-                      {"BLOCK_R": BLOCK_R, "BLOCK_D": BLOCK_D}, 4))
+        for selected in (False, True):  # every token, or the tokens ``positions`` selects
+            found.append((_ig_interpolate_kernel, "ig_interpolate", short,
+                          f"blocks {BLOCK_R}x{BLOCK_D}" + (", selected tokens" if selected else ""),
+                          {"z_ptr": f"*{short}", "bias_ptr": f"*{short}", "out_ptr": f"*{short}",
+                           "select_ptr": "*i8" if selected else "*fp32"},
+                          {"BLOCK_R": BLOCK_R, "BLOCK_D": BLOCK_D, "SELECTED": selected}, 4))
     return found
 
 
