@@ -197,12 +197,17 @@ def _add_demo_parser(sub) -> None:
                     "plot. --quick runs the whole pipeline in seconds on built-in sentences instead; --full runs "
                     "every benchmark experiment.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    d.add_argument("--out", default="out/demo", help="output folder")
-    d.add_argument("--tasks", default="hedge,mr", help="comma-separated tasks to prune (mr, tweets, bbc, hedge, "
-                                                      "spam, pos)")
-    d.add_argument("--n-attr", type=int, default=32, help="training examples used for attribution")
-    d.add_argument("--max-test", type=int, default=400, help="test examples evaluated per task")
-    d.add_argument("--ffn", type=float, default=0.5, help="fraction of FFN neurons the compacted model removes")
+    d.add_argument("--out", default=None, help="output folder (default: out/demo, out/demo-llm with --llm)")
+    d.add_argument("--tasks", default=None, help="comma-separated tasks to prune (mr, tweets, bbc, hedge, spam, pos; "
+                                                 "default: hedge,mr); with --llm one prompt task (default: bbc)")
+    d.add_argument("--n-attr", type=int, default=None, help="training examples used for attribution (default: 32, "
+                                                            "8 with --llm)")
+    d.add_argument("--max-test", type=int, default=None, help="test examples evaluated per task (default: 400, 100 "
+                                                              "with --llm)")
+    d.add_argument("--ffn", type=float, default=None, help="fraction of FFN neurons the compacted model removes "
+                                                           "(default: 0.5, 0.2 with --llm)")
+    d.add_argument("--llm", action="store_true", help="the decoder-LLM demo: SmolLM2-135M-Instruct on a prompt task "
+                                                      "(IG, fisher, wanda, flap, magnitude, random; ~8 min on 2 cores)")
     d.add_argument("--heads", type=float, default=0.25, help="fraction of heads removed (--quick only)")
     d.add_argument("--quick", action="store_true", help="seconds-long pipeline on built-in sentences")
     d.add_argument("--full", action="store_true", help="run every real-task benchmark experiment (long)")
@@ -373,11 +378,26 @@ def _prune(args) -> int:
 def _demo(args) -> int:
     from .demo import run_demo, run_task_demo
 
-    if args.quick:
-        run_demo(out=args.out, ffn=args.ffn, heads=args.heads, progress=not args.no_progress)
+    def given(value, default):
+        return default if value is None else value
+
+    progress = not args.no_progress
+    if args.llm:
+        from .demo_llm import run_llm_demo
+        from .tasks.prompts import PROMPT_TASKS
+
+        task = given(args.tasks, "bbc").split(",")[0]
+        if task not in PROMPT_TASKS:
+            raise InputError(f"--llm takes one prompt task: {', '.join(PROMPT_TASKS)}; got {task!r}")
+        run_llm_demo(out=given(args.out, "out/demo-llm"), task=task, n_attr=given(args.n_attr, 8),
+                     max_test=given(args.max_test, 100), ffn=given(args.ffn, 0.2), progress=progress)
+    elif args.quick:
+        run_demo(out=given(args.out, "out/demo"), ffn=given(args.ffn, 0.5), heads=args.heads, progress=progress)
     else:
-        run_task_demo(out=args.out, tasks=tuple(t for t in args.tasks.split(",") if t), n_attr=args.n_attr,
-                      max_test=args.max_test, ffn=args.ffn, full=args.full, progress=not args.no_progress)
+        run_task_demo(out=given(args.out, "out/demo"), tasks=tuple(t for t in given(args.tasks, "hedge,mr").split(",")
+                                                                  if t),
+                      n_attr=given(args.n_attr, 32), max_test=given(args.max_test, 400), ffn=given(args.ffn, 0.5),
+                      full=args.full, progress=progress)
     return 0
 
 

@@ -198,3 +198,11 @@ def test_an_internal_error_keeps_its_traceback(tiny_model_dir, review_csv, tmp_p
         main(["score", "--model", str(tiny_model_dir), "--data", str(review_csv), "--label-map=-1:0,1:1",
               "--steps", "2", "--out", str(tmp_path / "o"), "--no-progress"])
     assert "this is a bug in attprune: please report it" in capsys.readouterr().err
+
+
+def test_llm_demo_flags(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "--llm" in capsys.readouterr().out
+    assert main(["demo", "--llm", "--tasks", "pos"]) == 2  # refused before any model is loaded
+    assert "one prompt task" in capsys.readouterr().err

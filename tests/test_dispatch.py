@@ -88,7 +88,7 @@ def test_ig_and_compaction_on_a_disk_offloaded_model_equal_the_model_in_memory(f
             assert torch.equal(devices.read(ours, "weight"), site.module(plain).weight)
 
 
-@pytest.mark.parametrize("method", ["conductance", "grad_x_act", "fisher", "activation", "magnitude"])
+@pytest.mark.parametrize("method", ["conductance", "grad_x_act", "fisher", "activation", "wanda", "flap", "magnitude"])
 def test_every_method_agrees_on_an_offloaded_model(method, tmp_path):
     plain = tiny.bert_cls()
     batch = tiny.batch_for(plain)

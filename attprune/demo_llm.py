@@ -1,0 +1,94 @@
+"""``attprune demo --llm``: task-specific pruning of a real decoder LLM, end to end, in minutes.
+
+SmolLM2-135M-Instruct (from the cache: ``attprune fetch``) answers a prompt task (default:
+BBC topics, the one task where the 135M model is clearly above chance zero-shot); its FFN
+neurons are scored by IG and by the LLM-pruning criteria on a few training prompts, pruned
+at a few sparsities, each pruned model compacted and evaluated (accuracy with a 95%
+bootstrap interval, perplexity on held-out text), and one compacted model is timed
+(prefill and KV-cache decoding), saved and reloaded.  The full comparison is
+``bench/experiments/llm_pruning.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from .cache import cache_dir
+from .io import write_json
+from .models import load_smollm2
+from .plan import make_plan
+from .pretrained import from_pretrained, save_pretrained
+from .timing import forward_latency
+
+LLM_METHODS = ("ig", "fisher", "wanda", "flap", "magnitude", "random")
+LLM_SPARSITIES = (0.1, 0.2, 0.3)
+#: 4 Gauss-Legendre nodes: within a CPU budget on a 30-layer model (steps="auto" escalates early layers)
+LLM_IG = {"quadrature": "gausslegendre", "steps": 4}
+
+
+def run_llm_demo(out: str | Path = "out/demo-llm", task: str = "bbc", n_attr: int = 8, max_test: int = 100,
+                 ffn: float = 0.2, progress: bool = True) -> dict:
+    """Score, prune, compact, evaluate and time SmolLM2 on one prompt task; returns the rows."""
+    from .tasks import report
+    from .tasks.llm import decode_tokens_per_second, evaluate, prompt_run, pruned_copy, score
+
+    started = time.perf_counter()
+    out = Path(out)
+    model, tokenizer = load_smollm2()
+    run = prompt_run(model, tokenizer, task, max_test=max_test, n_windows=16)
+    dense = run.dense
+    print(f"SmolLM2-135M-Instruct, {task} prompts: dense accuracy {dense['accuracy']:.3f} on {len(run.test)} test "
+          f"prompts (majority share {run.chance:.3f}); perplexity {dense['perplexity']:.2f} on held-out text")
+    rows, seconds = [], {}
+    for method in LLM_METHODS:
+        scores, seconds[method] = score(run, method, n_examples=n_attr, units=("ffn",), progress=progress,
+                                        cache=cache_dir() / "scores" / "llm", **(LLM_IG if method == "ig" else {}))
+        for sparsity in LLM_SPARSITIES:
+            result = evaluate(run, make_plan(scores, ffn=sparsity))
+            rows.append({"task": task, "method": method, "sparsity": sparsity,
+                         "accuracy": result["accuracy"].value, "interval": result["accuracy"].to_dict(),
+                         "perplexity": result["perplexity"]})
+        if method == "ig":
+            ig_scores = scores
+        print(f"{method}: scored from {n_attr} prompts in {seconds[method]:.1f} s", flush=True)
+    _print_table(rows, dense)
+    small = pruned_copy(run, make_plan(ig_scores, ffn=ffn))
+    save_pretrained(small, out / "model", tokenizer=tokenizer)
+    reloaded = from_pretrained(out / "model")
+    tokens = torch.randint(100, model.config.vocab_size, (1, 128), generator=torch.Generator().manual_seed(0))
+    timing = forward_latency({"dense": model, "compact": reloaded}, {"input_ids": tokens}, repeats=7)
+    decode = {name: decode_tokens_per_second(m, tokens[:, :32]) for name, m in
+              (("dense", model), ("compact", reloaded))}
+    params = {name: sum(p.numel() for p in m.parameters()) for name, m in (("dense", model), ("compact", reloaded))}
+    print(f"\ncompacted at {ffn:.0%} FFN (IG), saved to {out / 'model'} and reloaded: params {params['dense']:,} -> "
+          f"{params['compact']:,}; CPU prefill (1 x 128 tokens) {timing['dense'].median_ms:.0f} -> "
+          f"{timing['compact'].median_ms:.0f} ms ({timing['dense'].median_ms / timing['compact'].median_ms:.2f}x); "
+          f"decoding {decode['dense']:.1f} -> {decode['compact']:.1f} tokens/s")
+    plot = report.plot(report.curves(rows), out / "demo_llm.png", title="SmolLM2-135M: FFN pruning",
+                       dense={task: dense["accuracy"].value})
+    summary = {"task": task, "n_attr": n_attr, "max_test": len(run.test), "ig": LLM_IG, "rows": rows,
+               "dense": {"accuracy": dense["accuracy"].to_dict(), "perplexity": dense["perplexity"],
+                         "majority": run.chance},
+               "attribution_seconds": seconds, "compact": {"ffn": ffn, "params": params,
+                                                           "prefill_ms": {k: v.to_dict() for k, v in timing.items()},
+                                                           "decode_tokens_per_s": decode},
+               "seconds": round(time.perf_counter() - started, 1)}
+    write_json(out / "demo_llm.json", summary)
+    print(f"wrote {out / 'demo_llm.json'}" + (f" and {plot}" if plot else "") +
+          f" ({time.perf_counter() - started:.0f} s)")
+    return summary
+
+
+def _print_table(rows: list[dict], dense: dict) -> None:
+    print(f"\naccuracy [95% CI] / perplexity after removing FFN neurons (dense {dense['accuracy']:.3f} / "
+          f"{dense['perplexity']:.1f})")
+    print("| method | " + " | ".join(f"{s:.0%}" for s in LLM_SPARSITIES) + " |")
+    print("|" + "---|" * (len(LLM_SPARSITIES) + 1))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        cells = [r for r in rows if r["method"] == method]
+        print(f"| {method} | " + " | ".join(f"{r['accuracy']:.3f} [{r['interval']['low']:.2f}, "
+                                            f"{r['interval']['high']:.2f}] / {r['perplexity']:.1f}"
+                                            for r in cells) + " |")

@@ -1,0 +1,251 @@
+"""Task-specific pruning of a real decoder LLM (SmolLM2-135M-Instruct) on prompt tasks.
+
+    python bench/experiments/llm_pruning.py                 # -> bench/results/llm/
+    python bench/experiments/llm_pruning.py --tasks bbc --methods fisher wanda --sparsities 0.1 0.3
+
+1. Dense zero-shot accuracy of every prompt task (``attprune/tasks/prompts.py``) on
+   ``--max-test`` test prompts with a 95% bootstrap interval, beside the majority share; a
+   task whose interval does not clear the majority share tells nothing about pruning and is
+   dropped from the sweep (unless named with ``--tasks``).
+2. Per kept task and method: scores from ``--n-attr`` training prompts (gold answer as the
+   target), the FFN (and/or heads) sweep: accuracy with its interval and perplexity on
+   held-out text (BBC dev articles) of the compacted model; the paired difference of IG
+   against every other method at each point (same test prompts, resampled together).
+3. One compacted point (IG, ``--compact-ffn``): parameters, memory, CPU prefill latency
+   (batch 1 and 8, 128 tokens) and decode tokens/s with the KV cache, dense vs compact;
+   compact == mask on the logits; reload with ``attprune.from_pretrained``.
+
+Every finished row is appended to ``rows.jsonl`` and scores are cached under
+``<cache>/scores/llm/``: an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import attprune
+from attprune.cache import cache_dir
+from attprune.compact import mask
+from attprune.io import write_json
+from attprune.models import load_smollm2
+from attprune.plan import make_plan
+from attprune.tasks import report
+from attprune.tasks.intervals import Interval, mean_interval, paired_difference
+from attprune.tasks.llm import decode_tokens_per_second, evaluate, prompt_run, pruned_copy, score
+from attprune.tasks.prompts import PROMPT_TASKS, right_padded
+from attprune.timing import forward_latency
+
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "llm"
+METHODS = ("ig", "fisher", "grad_x_act", "activation", "wanda", "flap", "magnitude", "random")
+#: IG at 4 Gauss-Legendre nodes: steps="auto" escalates SmolLM2's first layers to 64 nodes (bench/README.md)
+SETTINGS = {"ig": {"steps": 4, "quadrature": "gausslegendre"}}
+LABELS = {"grad_x_act": "taylor (grad_x_act)"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", nargs="+", choices=tuple(PROMPT_TASKS), default=None,
+                   help="tasks to prune (default: every task whose dense accuracy clears its majority share)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), help="attribution methods to compare")
+    p.add_argument("--kinds", nargs="+", choices=("ffn", "heads"), default=["ffn"], help="unit kinds to sweep")
+    p.add_argument("--sparsities", nargs="+", type=float, default=[0.1, 0.2, 0.3, 0.4, 0.5],
+                   help="shares of the units removed")
+    p.add_argument("--n-attr", type=int, default=32, help="training prompts the scores are computed from")
+    p.add_argument("--max-test", type=int, default=300, help="test prompts per task")
+    p.add_argument("--compact-ffn", type=float, default=0.5, help="FFN sparsity of the timed compact model")
+    p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    return p.parse_args(argv)
+
+
+def _done(path: Path) -> dict[str, dict]:
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+    return {r["key"]: r for r in rows}
+
+
+def _append(path: Path, row: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _interval(d: dict) -> Interval:
+    return Interval(d["value"], d["low"], d["high"])
+
+
+def dense_table(model, tokenizer, args, done: dict, rows_file: Path) -> dict:
+    runs = {}
+    for name in PROMPT_TASKS:
+        run = prompt_run(model, tokenizer, name, max_test=args.max_test)
+        runs[name] = run
+        key = f"dense/{name}/{args.max_test}"
+        if key not in done:
+            row = {"key": key, "task": name, "kind": "dense", "accuracy": run.dense["accuracy"].to_dict(),
+                   "correct": run.dense["correct"], "perplexity": run.dense["perplexity"], "chance": run.chance}
+            _append(rows_file, row)
+            done[key] = row
+        print(f"dense {name}: accuracy {run.dense['accuracy']:.3f}, majority {run.chance:.3f}", flush=True)
+    return runs
+
+
+def sweep(run, args, done: dict, rows_file: Path) -> None:
+    for method in args.methods:
+        settings = SETTINGS.get(method, {})
+        for kind in args.kinds:
+            units = (kind,)
+            key_scores = f"{run.name}/{method}/{kind}"
+            scores, seconds = score(run, method, n_examples=args.n_attr, units=units,
+                                    cache=cache_dir() / "scores" / "llm", progress=True, **settings)
+            for sparsity in args.sparsities:
+                key = f"prune/{key_scores}/{sparsity}/{args.n_attr}/{args.max_test}"
+                if key in done:
+                    continue
+                started = time.perf_counter()
+                result = evaluate(run, make_plan(scores, **{kind: sparsity}))
+                row = {"key": key, "task": run.name, "kind": kind, "method": LABELS.get(method, method),
+                       "sparsity": sparsity, "accuracy": result["accuracy"].to_dict(), "correct": result["correct"],
+                       "perplexity": result["perplexity"], "params": result["params"],
+                       "attribution_seconds": round(seconds, 2), "eval_seconds": round(time.perf_counter() - started, 1),
+                       "settings": settings}
+                _append(rows_file, row)
+                done[key] = row
+                print(f"{run.name} {method} {kind} {sparsity}: {result['accuracy']:.3f} ppl {result['perplexity']:.2f}"
+                      f" ({seconds:.0f} s attribution)", flush=True)
+
+
+def compact_point(run, args) -> dict:
+    """Timing, memory, exactness and reload of one compacted model (IG scores, FFN)."""
+    scores, _ = score(run, "ig", n_examples=args.n_attr, units=("ffn",), cache=cache_dir() / "scores" / "llm",
+                      **SETTINGS["ig"])
+    plan = make_plan(scores, ffn=args.compact_ffn)
+    model = run.model
+    small = pruned_copy(run, plan)
+    ids, attention = right_padded([e.prompt for e in run.test[:8]], run.tokenizer.eos_token_id)
+    with torch.no_grad(), mask(model, plan):
+        masked = model(input_ids=ids, attention_mask=attention).logits
+    with torch.no_grad():
+        compacted = small(input_ids=ids, attention_mask=attention).logits
+    with tempfile.TemporaryDirectory() as folder:
+        attprune.save_pretrained(small, folder)
+        reloaded = attprune.from_pretrained(folder)
+        with torch.no_grad():
+            reload_diff = (reloaded(input_ids=ids, attention_mask=attention).logits - compacted).abs().max().item()
+    tokens = torch.randint(100, model.config.vocab_size, (8, 128), generator=torch.Generator().manual_seed(0))
+    latency = {}
+    for batch in (1, 8):
+        timings = forward_latency({"dense": model, "compact": small}, {"input_ids": tokens[:batch]}, repeats=9)
+        latency[f"prefill_b{batch}_128"] = {k: v.to_dict() for k, v in timings.items()}
+    decode = {name: decode_tokens_per_second(m, tokens[:1, :32]) for name, m in (("dense", model), ("compact", small))}
+    params = {name: sum(p.numel() for p in m.parameters()) for name, m in (("dense", model), ("compact", small))}
+    memory = {name: sum(p.numel() * p.element_size() for p in m.parameters()) for name, m in
+              (("dense", model), ("compact", small))}
+    return {"task": run.name, "ffn": args.compact_ffn, "params": params, "parameter_bytes": memory,
+            "latency": latency, "decode_tokens_per_s": decode,
+            "compact_vs_mask_max_abs_logit_diff": (masked - compacted).abs().max().item(),
+            "reload_max_abs_logit_diff": reload_diff}
+
+
+def comparisons(rows: list[dict]) -> list[dict]:
+    """IG minus every other method at each (task, kind, sparsity): paired bootstrap intervals."""
+    out = []
+    ig = {(r["task"], r["kind"], r["sparsity"]): r for r in rows if r.get("method") == "ig"}
+    for r in rows:
+        other = ig.get((r["task"], r["kind"], r.get("sparsity")))
+        if r["kind"] == "dense" or r["method"] == "ig" or other is None:
+            continue
+        diff = paired_difference(other["correct"], r["correct"])
+        out.append({"task": r["task"], "kind": r["kind"], "sparsity": r["sparsity"], "versus": r["method"],
+                    "ig_minus_other": diff.to_dict(),
+                    "verdict": "ig ahead" if diff.low > 0 else "ig behind" if diff.high < 0 else "tie"})
+    return out
+
+
+def markdown(rows: list[dict], compared: list[dict], compact: dict | None) -> str:
+    dense = [r for r in rows if r["kind"] == "dense"]
+    md = ["# SmolLM2-135M-Instruct: task-specific pruning on prompt tasks", "",
+          "Accuracy on the test prompts with its 95% bootstrap interval; perplexity on held-out BBC dev text.", "",
+          "## Dense, zero-shot", "", "| task | accuracy [95% CI] | majority share | above chance |", "|---|---|---|---|"]
+    for r in dense:
+        a = _interval(r["accuracy"])
+        md.append(f"| {r['task']} | {a:.3f} | {r['chance']:.3f} | {'yes' if a.low > r['chance'] else 'no'} |")
+    if dense:
+        md += ["", f"dense perplexity: {dense[0]['perplexity']:.2f}", ""]
+    pruned = [r for r in rows if r["kind"] != "dense"]
+    for task in sorted({r["task"] for r in pruned}):
+        for kind in sorted({r["kind"] for r in pruned if r["task"] == task}):
+            these = [r for r in pruned if r["task"] == task and r["kind"] == kind]
+            methods = list(dict.fromkeys(r["method"] for r in these))
+            sparsities = sorted({r["sparsity"] for r in these})
+            md += [f"## {task}, {kind}: accuracy [95% CI] / perplexity", "",
+                   "| sparsity | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+            for s in sparsities:
+                cells = []
+                for m in methods:
+                    r = next((r for r in these if r["method"] == m and r["sparsity"] == s), None)
+                    cells.append("-" if r is None else f"{_interval(r['accuracy']):.3f} / {r['perplexity']:.1f}")
+                md.append(f"| {s} | " + " | ".join(cells) + " |")
+            seconds = {r["method"]: r["attribution_seconds"] for r in these}
+            md += ["", "attribution seconds: " + ", ".join(f"{m} {v:.0f}" for m, v in seconds.items()), ""]
+    if compared:
+        md += ["## IG minus each method (paired 95% CI)", "", "| task | kind | sparsity | versus | difference | verdict |",
+               "|---|---|---|---|---|---|"]
+        md += [f"| {c['task']} | {c['kind']} | {c['sparsity']} | {c['versus']} | {_interval(c['ig_minus_other']):+.3f} "
+               f"| {c['verdict']} |" for c in compared]
+    if compact:
+        lat = compact["latency"]
+        md += ["", f"## Compact model ({compact['task']}, IG, FFN {compact['ffn']:.0%})", "",
+               f"parameters {compact['params']['dense']:,} -> {compact['params']['compact']:,}; "
+               f"compact vs mask max |logit diff| {compact['compact_vs_mask_max_abs_logit_diff']:.2e}; "
+               f"reloaded vs compact {compact['reload_max_abs_logit_diff']:.2e}", "",
+               "| measure | dense | compact | ratio |", "|---|---|---|---|"]
+        for name, t in lat.items():
+            d, c = t["dense"]["median_ms"], t["compact"]["median_ms"]
+            md.append(f"| {name} (ms, median) | {d:.1f} | {c:.1f} | {d / c:.2f}x |")
+        d, c = compact["decode_tokens_per_s"]["dense"], compact["decode_tokens_per_s"]["compact"]
+        md.append(f"| decode tokens/s (batch 1) | {d:.1f} | {c:.1f} | {c / d:.2f}x |")
+    return "\n".join(md) + "\n"
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    pruned = [dict(r, accuracy=r["accuracy"]["value"]) for r in rows if r["kind"] != "dense"]
+    dense = {r["task"]: r["accuracy"]["value"] for r in rows if r["kind"] == "dense"}
+    for kind in sorted({r["kind"] for r in pruned}):
+        data = report.curves(pruned, where={"kind": kind})
+        report.plot(data, out / f"accuracy_{kind}.png", title=f"SmolLM2-135M, {kind} pruning", dense=dense)
+        ppl = report.curves([dict(r, accuracy=r["perplexity"]) for r in pruned], where={"kind": kind})
+        report.plot(ppl, out / f"perplexity_{kind}.png", title=f"SmolLM2-135M, {kind} pruning: perplexity "
+                    "(held-out text)")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(2)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows_file = args.out / "rows.jsonl"
+    done = _done(rows_file)
+    model, tokenizer = load_smollm2()
+    runs = dense_table(model, tokenizer, args, done, rows_file)
+    tasks = args.tasks or [n for n, r in runs.items() if r.dense["accuracy"].low > r.chance]
+    print("pruning tasks:", ", ".join(tasks) or "none", flush=True)
+    for name in tasks:
+        sweep(runs[name], args, done, rows_file)
+    compact = compact_point(runs[tasks[0]], args) if tasks and "ig" in args.methods else None
+    rows = list(done.values())
+    compared = comparisons(rows)
+    write_json(args.out / "summary.json", {"config": {k: str(v) for k, v in vars(args).items()},
+                                           "rows": [{k: v for k, v in r.items() if k != "correct"} for r in rows],
+                                           "comparisons": compared, "compact": compact})
+    (args.out / "README.md").write_text(markdown(rows, compared, compact))
+    plot(rows, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

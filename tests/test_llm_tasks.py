@@ -1,0 +1,144 @@
+"""Prompt tasks for decoder LLMs: answer log-likelihoods, perplexity windows, bootstrap
+intervals (tiny float64 models, against brute force), and the real SmolLM2 prompt path
+(``llm`` marker: skipped when ``attprune fetch`` has not cached the model)."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import attprune
+from attprune.batches import IGNORE_INDEX
+from attprune.errors import InputError
+from attprune.tasks.intervals import mean_interval, paired_difference
+from attprune.tasks.lm_eval import answer_log_likelihoods, text_windows, window_nll
+from attprune.tasks.prompts import PromptExample, left_padded, right_padded
+
+from tiny import gpt2, llama
+
+
+def _brute_force(model, example, answer):
+    ids = torch.tensor([example.prompt + answer])
+    with torch.no_grad():
+        log_probs = model(input_ids=ids).logits.double().log_softmax(-1)[0]
+    return sum(float(log_probs[len(example.prompt) - 1 + j, token]) for j, token in enumerate(answer))
+
+
+@pytest.mark.parametrize("build", [llama, gpt2])
+def test_answer_log_likelihoods_equal_one_sequence_at_a_time(build):
+    model = build()
+    generator = torch.Generator().manual_seed(0)
+    vocab = model.config.vocab_size
+    examples = [PromptExample(torch.randint(3, vocab, (n,), generator=generator).tolist(), 0) for n in (5, 9, 2, 7, 4)]
+    answers = [[7], [11, 4], [9, 2, 13], [8]]  # one-token answers and longer ones
+    fast = answer_log_likelihoods(model, examples, answers, pad=0, batch_size=3)  # batches of mixed lengths
+    for i, example in enumerate(examples):
+        for label, answer in enumerate(answers):
+            assert fast[i, label].item() == pytest.approx(_brute_force(model, example, answer), abs=1e-9)
+
+
+def test_window_nll_is_the_models_own_loss():
+    model = llama()
+    windows = torch.randint(3, model.config.vocab_size, (3, 6), generator=torch.Generator().manual_seed(1))
+    nll = window_nll(model, windows, batch_size=2)
+    with torch.no_grad():
+        expected = [model(input_ids=w[None], labels=w[None]).loss.item() for w in windows]
+    torch.testing.assert_close(nll, torch.tensor(expected, dtype=nll.dtype), rtol=1e-6, atol=1e-6)  # HF: float32 loss
+
+
+class _WordTokenizer:
+    """Whitespace words -> ids (a stand-in only for the text -> windows plumbing)."""
+
+    eos_token_id = 1
+
+    def __call__(self, text, add_special_tokens=False):
+        return type("Encoded", (), {"input_ids": [2 + len(w) for w in text.split()]})()
+
+
+def test_text_windows_cut_the_stream_into_equal_windows():
+    windows = text_windows(["a bb ccc", "dddd e"], _WordTokenizer(), window=3, n_windows=5)
+    assert windows.tolist() == [[3, 4, 5], [1, 6, 3]]  # the eos separator after each text; the rest dropped
+    with pytest.raises(InputError, match="fewer than"):
+        text_windows(["a"], _WordTokenizer(), window=8)
+
+
+def test_padding_sides():
+    ids, mask = left_padded([[5, 6], [7]], pad=0)
+    assert ids.tolist() == [[5, 6], [0, 7]] and mask.tolist() == [[1, 1], [0, 1]]
+    ids, mask = right_padded([[5, 6], [7]], pad=0)
+    assert ids.tolist() == [[5, 6], [7, 0]] and mask.tolist() == [[1, 1], [1, 0]]
+
+
+def test_bootstrap_interval_covers_the_true_accuracy_about_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    covered = []
+    for i in range(200):
+        sample = (rng.random(300) < 0.7).astype(float)
+        interval = mean_interval(sample, resamples=1000, seed=i)
+        assert interval.low <= sample.mean() <= interval.high
+        covered.append(interval.low <= 0.7 <= interval.high)
+    assert 0.89 <= np.mean(covered) <= 0.99
+
+
+def test_interval_edges_and_paired_differences():
+    assert mean_interval([1, 1, 1]).to_dict() == {"value": 1.0, "low": 1.0, "high": 1.0}
+    same = [1, 0, 1, 1, 0]
+    assert paired_difference(same, same).to_dict() == {"value": 0.0, "low": 0.0, "high": 0.0}
+    better = paired_difference([1] * 200, [1] * 100 + [0] * 100)
+    assert better.excludes_zero() and better.value == pytest.approx(0.5)
+    with pytest.raises(InputError, match="same examples"):
+        paired_difference([1, 0], [1])
+    with pytest.raises(InputError, match="non-empty"):
+        mean_interval([])
+
+
+# -- the real model ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from attprune.models import load_smollm2
+
+    return load_smollm2()
+
+
+@pytest.mark.llm
+def test_prompt_batches_label_exactly_the_gold_answer(smollm2):
+    from attprune.tasks.prompts import PROMPT_TASKS, answer_ids, attribution_batches, encode_prompts
+
+    _, tokenizer = smollm2
+    task = PROMPT_TASKS["bbc"]
+    rows = [{"text": "Shares rose after the bank reported record profits.", "label": 0},
+            {"text": "The striker scored twice in the cup final.", "label": 3}]
+    examples = encode_prompts(rows, tokenizer, task)
+    assert tokenizer.decode(examples[0].prompt).endswith("<|im_start|>assistant\n")
+    (batch,) = attribution_batches(examples, tokenizer, task, batch_size=2)
+    for row, example in enumerate(examples):
+        labelled = batch["labels"][row] != IGNORE_INDEX
+        assert tokenizer.decode(batch["labels"][row][labelled]) == task.answers[example.label]
+        assert labelled.nonzero().min() == len(example.prompt)
+        assert batch["attention_mask"][row].sum() == len(example.prompt) + len(answer_ids(task, tokenizer)[example.label])
+
+
+@pytest.mark.llm
+@pytest.mark.slow
+def test_smollm2_prompt_attribution_compacts_and_reloads(smollm2, tmp_path):
+    from attprune.tasks.prompts import PROMPT_TASKS, attribution_batches, encode_prompts
+
+    model, tokenizer = smollm2
+    task = PROMPT_TASKS["bbc"]
+    examples = encode_prompts([{"text": "The striker scored twice.", "label": 3}], tokenizer, task)
+    batches = attribution_batches(examples, tokenizer, task)
+    scores = attprune.attribute(model, batches, method="ig", steps=2, progress=False)
+    assert scores.n_examples == 1 and len(scores.ffn) == 30 and len(scores.heads) == 30
+    plan = attprune.make_plan(scores, ffn=0.2, heads=0.34)
+    ids = batches[0]["input_ids"]
+    with torch.no_grad(), attprune.mask(model, plan):
+        masked = model(input_ids=ids).logits
+    small = attprune.compact(copy.deepcopy(model), plan)
+    attprune.save_pretrained(small, tmp_path / "small")
+    reloaded = attprune.from_pretrained(tmp_path / "small")
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, masked, rtol=1e-4, atol=1e-4)
+    assert sum(p.numel() for p in reloaded.parameters()) < sum(p.numel() for p in model.parameters())
