@@ -70,22 +70,6 @@ def test_scores_equal_a_direct_computation_over_real_tokens(build, method):
     for path in expected:
         torch.testing.assert_close(rebatched.sites[path].mean, expected[path], rtol=1e-10, atol=0)
 
-class BreaksAtTwo:
-    """Four batches (it has a length) whose reading fails at batch 2."""
-
-    def __init__(self, batches):
-        self.batches = batches
-
-    def __len__(self):
-        return len(self.batches)
-
-    def __iter__(self):
-        for i, batch in enumerate(self.batches):
-            if i == 2:
-                raise ZeroDivisionError
-            yield batch
-
-
 def test_resume_gives_the_uninterrupted_scores(tmp_path):
     model = tiny.llama()
     batches = [tiny.batch_for(model, batch_size=2, seq_len=6, seed=s) for s in range(4)]
@@ -96,7 +80,7 @@ def test_resume_gives_the_uninterrupted_scores(tmp_path):
     assert not folder.exists()
     # interrupted after two batches, then resumed
     with pytest.raises(ZeroDivisionError):
-        attprune.attribute(model, BreaksAtTwo(batches), method="flap", resume_dir=folder, save_every=1,
+        attprune.attribute(model, tiny.BreaksAt(batches, 2), method="flap", resume_dir=folder, save_every=1,
                            progress=False)
     saved = attprune.Scores.load(folder / "partial-rank0-of1.safetensors")
     assert saved.meta["next_batch"] == 2 and saved.n_examples == 4  # per-example moments, not unit scores
@@ -113,7 +97,7 @@ def test_resume_refuses_partial_sums_of_another_width(tmp_path, monkeypatch):
     batches = [tiny.batch_for(model, batch_size=2, seq_len=6, seed=s) for s in range(4)]
     folder = tmp_path / "partial"
     with pytest.raises(ZeroDivisionError):
-        attprune.attribute(model, BreaksAtTwo(batches), method="wanda", resume_dir=folder, save_every=1,
+        attprune.attribute(model, tiny.BreaksAt(batches, 2), method="wanda", resume_dir=folder, save_every=1,
                            progress=False)
     monkeypatch.setattr(Wanda, "accumulator_size", lambda self, site: site.n_units)
     with pytest.raises(ResumeMismatchError, match="other shapes"):

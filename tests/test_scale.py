@@ -65,26 +65,10 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert not folder.exists()  # cleared once complete
 
 
-class BreaksAtTwo:
-    """7 batches (it has a length) whose reading fails at batch 2."""
-
-    def __init__(self, model):
-        self.batches = tiny_batches(model)
-
-    def __len__(self):
-        return len(self.batches)
-
-    def __iter__(self):
-        for i, batch in enumerate(self.batches):
-            if i == 2:
-                raise ZeroDivisionError
-            yield batch
-
-
 def interrupted_after_two_batches(model, folder):
     """A run interrupted at batch 2: its partial file holds batches 0 and 1."""
     with pytest.raises(ZeroDivisionError):
-        attprune.attribute(model, BreaksAtTwo(model), method="ig", steps=4, resume_dir=folder, save_every=1,
+        attprune.attribute(model, tiny.BreaksAt(tiny_batches(model), 2), method="ig", steps=4, resume_dir=folder, save_every=1,
                            progress=False)
 
 

@@ -135,3 +135,19 @@ def batch_for(model, batch_size=3, seq_len=7, seed=1, labels=True):
     else:
         batch["labels"] = torch.randint(0, model.config.num_labels, (batch_size,), generator=g)
     return batch
+
+
+class BreaksAt:
+    """Batches (with a length) whose reading fails at batch ``index``: an interrupted run."""
+
+    def __init__(self, batches, index):
+        self.batches, self.index = batches, index
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        for i, batch in enumerate(self.batches):
+            if i == self.index:
+                raise ZeroDivisionError
+            yield batch
