@@ -66,13 +66,14 @@ def perplexity_windows(tokenizer, window: int = 128, n_windows: int = 32) -> tor
 
 
 def prompt_run(model: nn.Module, tokenizer, name: str, *, max_test: int = 300, max_text_tokens: int = 64,
-               n_windows: int = 32) -> PromptRun:
-    """Encode ``max_test`` test prompts of task ``name`` and evaluate the dense model."""
+               n_windows: int = 32, dense: dict | None = None) -> PromptRun:
+    """Encode ``max_test`` test prompts of task ``name`` and evaluate the dense model (or take
+    ``dense``, a ``measure`` result recorded before)."""
     task = PROMPT_TASKS[name]
     test = encode_prompts(load_task(name).test[:max_test], tokenizer, task, max_text_tokens)
     run = PromptRun(name, task, model, tokenizer, test, perplexity_windows(tokenizer, n_windows=n_windows),
                     max_text_tokens, model_key=tensors_digest(model.named_parameters())[:16])
-    run.dense = measure(run, model)
+    run.dense = measure(run, model) if dense is None else dense
     return run
 
 

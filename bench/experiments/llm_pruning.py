@@ -59,6 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="shares of the units removed")
     p.add_argument("--n-attr", type=int, default=32, help="training prompts the scores are computed from")
     p.add_argument("--max-test", type=int, default=300, help="test prompts per task")
+    p.add_argument("--scope", choices=("global", "layer"), default="global",
+                   help="make_plan's scope: one ranking over all layers (normalised per site), or the same share "
+                        "removed from every layer")
     p.add_argument("--compact-ffn", type=float, default=0.5, help="FFN sparsity of the timed compact model")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     return p.parse_args(argv)
@@ -83,10 +86,13 @@ def _interval(d: dict) -> Interval:
 def dense_table(model, tokenizer, args, done: dict, rows_file: Path) -> dict:
     runs = {}
     for name in PROMPT_TASKS:
-        run = prompt_run(model, tokenizer, name, max_test=args.max_test)
-        runs[name] = run
         key = f"dense/{name}/{args.max_test}"
-        if key not in done:
+        cached = done.get(key)
+        recorded = None if cached is None else {"correct": cached["correct"], "perplexity": cached["perplexity"],
+                                                 "accuracy": _interval(cached["accuracy"])}
+        run = prompt_run(model, tokenizer, name, max_test=args.max_test, dense=recorded)
+        runs[name] = run
+        if cached is None:
             row = {"key": key, "task": name, "kind": "dense", "accuracy": run.dense["accuracy"].to_dict(),
                    "correct": run.dense["correct"], "perplexity": run.dense["perplexity"], "chance": run.chance}
             _append(rows_file, row)
@@ -104,13 +110,15 @@ def sweep(run, args, done: dict, rows_file: Path) -> None:
             scores, seconds = score(run, method, n_examples=args.n_attr, units=units,
                                     cache=cache_dir() / "scores" / "llm", progress=True, **settings)
             for sparsity in args.sparsities:
-                key = f"prune/{key_scores}/{sparsity}/{args.n_attr}/{args.max_test}"
+                key = f"prune/{key_scores}/{sparsity}/{args.n_attr}/{args.max_test}" + \
+                    ("" if args.scope == "global" else f"/{args.scope}")
                 if key in done:
                     continue
                 started = time.perf_counter()
-                result = evaluate(run, make_plan(scores, **{kind: sparsity}))
+                result = evaluate(run, make_plan(scores, scope=args.scope, **{kind: sparsity}))
                 row = {"key": key, "task": run.name, "kind": kind, "method": LABELS.get(method, method),
-                       "sparsity": sparsity, "accuracy": result["accuracy"].to_dict(), "correct": result["correct"],
+                       "sparsity": sparsity, "scope": args.scope, "accuracy": result["accuracy"].to_dict(),
+                       "correct": result["correct"],
                        "perplexity": result["perplexity"], "params": result["params"],
                        "attribution_seconds": round(seconds, 2), "eval_seconds": round(time.perf_counter() - started, 1),
                        "settings": settings}
@@ -152,16 +160,25 @@ def compact_point(run, args) -> dict:
             "reload_max_abs_logit_diff": reload_diff}
 
 
+def _name(row: dict) -> str:
+    """A method's column: its name, and the plan's scope when it is not the default."""
+    return row["method"] + (" (per layer)" if row.get("scope", "global") != "global" else "")
+
+
+def _point(row: dict) -> tuple:
+    return row["task"], row["kind"], row.get("sparsity"), row.get("scope", "global")
+
+
 def comparisons(rows: list[dict]) -> list[dict]:
-    """IG minus every other method at each (task, kind, sparsity): paired bootstrap intervals."""
+    """IG minus every other method at each (task, kind, sparsity, scope): paired bootstrap intervals."""
     out = []
-    ig = {(r["task"], r["kind"], r["sparsity"]): r for r in rows if r.get("method") == "ig"}
+    ig = {_point(r): r for r in rows if r.get("method") == "ig"}
     for r in rows:
-        other = ig.get((r["task"], r["kind"], r.get("sparsity")))
-        if r["kind"] == "dense" or r["method"] == "ig" or other is None:
+        other = ig.get(_point(r)) if r["kind"] != "dense" else None
+        if other is None or r["method"] == "ig":
             continue
         diff = paired_difference(other["correct"], r["correct"])
-        out.append({"task": r["task"], "kind": r["kind"], "sparsity": r["sparsity"], "versus": r["method"],
+        out.append({"task": r["task"], "kind": r["kind"], "sparsity": r["sparsity"], "versus": _name(r),
                     "ig_minus_other": diff.to_dict(),
                     "verdict": "ig ahead" if diff.low > 0 else "ig behind" if diff.high < 0 else "tie"})
     return out
@@ -181,17 +198,17 @@ def markdown(rows: list[dict], compared: list[dict], compact: dict | None) -> st
     for task in sorted({r["task"] for r in pruned}):
         for kind in sorted({r["kind"] for r in pruned if r["task"] == task}):
             these = [r for r in pruned if r["task"] == task and r["kind"] == kind]
-            methods = list(dict.fromkeys(r["method"] for r in these))
+            methods = list(dict.fromkeys(_name(r) for r in these))
             sparsities = sorted({r["sparsity"] for r in these})
             md += [f"## {task}, {kind}: accuracy [95% CI] / perplexity", "",
                    "| sparsity | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
             for s in sparsities:
                 cells = []
                 for m in methods:
-                    r = next((r for r in these if r["method"] == m and r["sparsity"] == s), None)
+                    r = next((r for r in these if _name(r) == m and r["sparsity"] == s), None)
                     cells.append("-" if r is None else f"{_interval(r['accuracy']):.3f} / {r['perplexity']:.1f}")
                 md.append(f"| {s} | " + " | ".join(cells) + " |")
-            seconds = {r["method"]: r["attribution_seconds"] for r in these}
+            seconds = {r["method"]: r["attribution_seconds"] for r in these}  # as first computed
             md += ["", "attribution seconds: " + ", ".join(f"{m} {v:.0f}" for m, v in seconds.items()), ""]
     if compared:
         md += ["## IG minus each method (paired 95% CI)", "", "| task | kind | sparsity | versus | difference | verdict |",
@@ -214,7 +231,7 @@ def markdown(rows: list[dict], compared: list[dict], compact: dict | None) -> st
 
 
 def plot(rows: list[dict], out: Path) -> None:
-    pruned = [dict(r, accuracy=r["accuracy"]["value"]) for r in rows if r["kind"] != "dense"]
+    pruned = [dict(r, accuracy=r["accuracy"]["value"], method=_name(r)) for r in rows if r["kind"] != "dense"]
     dense = {r["task"]: r["accuracy"]["value"] for r in rows if r["kind"] == "dense"}
     for kind in sorted({r["kind"] for r in pruned}):
         data = report.curves(pruned, where={"kind": kind})
