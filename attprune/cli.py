@@ -202,12 +202,12 @@ def _add_demo_parser(sub) -> None:
                                                  "default: hedge,mr); with --llm one prompt task (default: bbc)")
     d.add_argument("--n-attr", type=int, default=None, help="training examples used for attribution (default: 32, "
                                                             "8 with --llm)")
-    d.add_argument("--max-test", type=int, default=None, help="test examples evaluated per task (default: 400, 100 "
+    d.add_argument("--max-test", type=int, default=None, help="test examples evaluated per task (default: 400, 80 "
                                                               "with --llm)")
     d.add_argument("--ffn", type=float, default=None, help="fraction of FFN neurons the compacted model removes "
                                                            "(default: 0.5, 0.2 with --llm)")
     d.add_argument("--llm", action="store_true", help="the decoder-LLM demo: SmolLM2-135M-Instruct on a prompt task "
-                                                      "(IG, fisher, wanda, flap, magnitude, random; ~8 min on 2 cores)")
+                                                      "(IG, fisher, wanda, random; about 10 min on 2 cores)")
     d.add_argument("--heads", type=float, default=0.25, help="fraction of heads removed (--quick only)")
     d.add_argument("--quick", action="store_true", help="seconds-long pipeline on built-in sentences")
     d.add_argument("--full", action="store_true", help="run every real-task benchmark experiment (long)")
@@ -390,7 +390,7 @@ def _demo(args) -> int:
         if task not in PROMPT_TASKS:
             raise InputError(f"--llm takes one prompt task: {', '.join(PROMPT_TASKS)}; got {task!r}")
         run_llm_demo(out=given(args.out, "out/demo-llm"), task=task, n_attr=given(args.n_attr, 8),
-                     max_test=given(args.max_test, 100), ffn=given(args.ffn, 0.2), progress=progress)
+                     max_test=given(args.max_test, 80), ffn=given(args.ffn, 0.2), progress=progress)
     elif args.quick:
         run_demo(out=given(args.out, "out/demo"), ffn=given(args.ffn, 0.5), heads=args.heads, progress=progress)
     else:

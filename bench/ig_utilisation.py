@@ -71,7 +71,7 @@ def main(argv=None) -> dict:
 
     model, tokenizer = load_smollm2()
     task = PROMPT_TASKS["mr"]
-    examples = [e for e in encode_prompts(load_task("mr").train[:4 * args.examples], tokenizer, task, 40)
+    examples = [e for e in encode_prompts(load_task("mr").train[:8 * args.examples], tokenizer, task, 24)
                 if len(e.prompt) + 1 <= args.tokens][:args.examples]
     batches = attribution_batches(examples, tokenizer, task, batch_size=4)
     sites = attprune.find_sites(model)
