@@ -77,7 +77,7 @@ def score(run: TaskRun, method: str, rows: list[dict] | None, *, units=("ffn",),
     if cache is not None:
         key = _score_key(run, method, rows, steps, quadrature, target, seed)
         path = Path(cache) / f"{run.name}-{method}-{key}.safetensors"
-        cached = _load_cached(path)
+        cached = load_cached_scores(path)
         if cached is not None and set(units) <= set(cached.meta["units"]):
             sites = {p: s for p, s in cached.sites.items() if s.kind in units}
             return Scores(sites, dict(cached.meta, units=list(units))), cached.meta["seconds"]
@@ -96,7 +96,7 @@ def score(run: TaskRun, method: str, rows: list[dict] | None, *, units=("ffn",),
     return scores, seconds
 
 
-def _load_cached(path: Path) -> Scores | None:
+def load_cached_scores(path: Path) -> Scores | None:
     """The cached scores at ``path``; None if absent or unreadable (then recomputed and overwritten)."""
     if not path.is_file():
         return None

@@ -25,7 +25,7 @@ from ..attribution import Scores, attribute
 from ..compact import compact
 from ..io import json_digest, tensors_digest
 from ..plan import Plan
-from .experiment import _load_cached
+from .experiment import load_cached_scores
 from .intervals import mean_interval
 from .lm_eval import accuracy_per_example, text_windows, window_nll, with_cache
 from .pack import load_task
@@ -99,7 +99,7 @@ def score(run: PromptRun, method: str, *, n_examples: int = 32, batch_size: int 
     if cache is not None:
         key = json_digest([run.model_key, run.name, method, sorted(settings.items()), [e.prompt for e in examples]])
         path = Path(cache) / f"{run.name}-{method}-{key}.safetensors"
-        cached = _load_cached(path)
+        cached = load_cached_scores(path)
         if cached is not None:
             return cached, cached.meta["seconds"]
     batches = attribution_batches(examples, run.tokenizer, run.task, batch_size)
