@@ -33,6 +33,7 @@ def run_llm_demo(out: str | Path = "out/demo-llm", task: str = "bbc", n_attr: in
                  ffn: float = 0.2, progress: bool = True) -> dict:
     """Score, prune, compact, evaluate and time SmolLM2 on one prompt task; returns the rows."""
     from .tasks import report
+    from .tasks.experiment import parameter_count
     from .tasks.llm import decode_tokens_per_second, evaluate, prompt_run, pruned_copy, score
 
     started = time.perf_counter()
@@ -62,7 +63,7 @@ def run_llm_demo(out: str | Path = "out/demo-llm", task: str = "bbc", n_attr: in
     timing = forward_latency({"dense": model, "compact": reloaded}, {"input_ids": tokens}, repeats=7)
     decode = {name: decode_tokens_per_second(m, tokens[:, :32]) for name, m in
               (("dense", model), ("compact", reloaded))}
-    params = {name: sum(p.numel() for p in m.parameters()) for name, m in (("dense", model), ("compact", reloaded))}
+    params = {"dense": parameter_count(model), "compact": parameter_count(reloaded)}
     print(f"\ncompacted at {ffn:.0%} FFN (IG), saved to {out / 'model'} and reloaded: params {params['dense']:,} -> "
           f"{params['compact']:,}; CPU prefill (1 x 128 tokens) {timing['dense'].median_ms:.0f} -> "
           f"{timing['compact'].median_ms:.0f} ms ({timing['dense'].median_ms / timing['compact'].median_ms:.2f}x); "

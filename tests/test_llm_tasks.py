@@ -142,3 +142,10 @@ def test_smollm2_prompt_attribution_compacts_and_reloads(smollm2, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(reloaded(input_ids=ids).logits, masked, rtol=1e-4, atol=1e-4)
     assert sum(p.numel() for p in reloaded.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+def test_unknown_prompt_task_is_refused_by_name():
+    from attprune.tasks.llm import prompt_run
+
+    with pytest.raises(InputError, match="unknown prompt task 'nope'.*mr, tweets, bbc, hedge, spam"):
+        prompt_run(llama(), None, "nope")

@@ -151,13 +151,13 @@ def compact_point(run: TaskRun, scores: Scores, *, ffn: float = 0.5, heads: floa
     inputs = latency_inputs(run)
     timings = forward_latency({"dense": run.model, "compact": small}, inputs, repeats=repeats)
     return {"ffn": ffn, "heads": heads, "masked_accuracy": masked, "compact_accuracy": accuracy(small, run.test),
-            "params_dense": _params(run.model), "params_compact": _params(small),
+            "params_dense": parameter_count(run.model), "params_compact": parameter_count(small),
             "dense_ms": timings["dense"].median_ms, "compact_ms": timings["compact"].median_ms,
             "latency": {name: t.to_dict() for name, t in timings.items()},
             "batch_shape": list(inputs["input_ids"].shape)}
 
 
-def _params(model: nn.Module) -> int:
+def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 

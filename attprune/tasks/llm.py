@@ -23,9 +23,10 @@ from torch import nn
 
 from ..attribution import Scores, attribute
 from ..compact import compact
+from ..errors import InputError
 from ..io import json_digest, tensors_digest
 from ..plan import Plan
-from .experiment import load_cached_scores
+from .experiment import load_cached_scores, parameter_count
 from .intervals import mean_interval
 from .lm_eval import accuracy_per_example, text_windows, window_nll, with_cache
 from .pack import load_task
@@ -69,6 +70,8 @@ def prompt_run(model: nn.Module, tokenizer, name: str, *, max_test: int = 300, m
                n_windows: int = 32, dense: dict | None = None) -> PromptRun:
     """Encode ``max_test`` test prompts of task ``name`` and evaluate the dense model (or take
     ``dense``, a ``measure`` result recorded before)."""
+    if name not in PROMPT_TASKS:
+        raise InputError(f"unknown prompt task {name!r}; choose one of {', '.join(PROMPT_TASKS)}")
     task = PROMPT_TASKS[name]
     test = encode_prompts(load_task(name).test[:max_test], tokenizer, task, max_text_tokens)
     run = PromptRun(name, task, model, tokenizer, test, perplexity_windows(tokenizer, n_windows=n_windows),
@@ -121,7 +124,7 @@ def evaluate(run: PromptRun, plan: Plan) -> dict:
     """``measure`` of the compacted model of ``plan``, plus its parameter count."""
     small = pruned_copy(run, plan)
     out = measure(run, small)
-    out["params"] = sum(p.numel() for p in small.parameters())
+    out["params"] = parameter_count(small)
     return out
 
 

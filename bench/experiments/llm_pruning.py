@@ -37,6 +37,7 @@ from attprune.io import write_json
 from attprune.models import load_smollm2
 from attprune.plan import make_plan
 from attprune.tasks import report
+from attprune.tasks.experiment import parameter_count
 from attprune.tasks.intervals import Interval, mean_interval, paired_difference
 from attprune.tasks.llm import decode_tokens_per_second, evaluate, prompt_run, pruned_copy, score
 from attprune.tasks.prompts import PROMPT_TASKS, right_padded
@@ -151,7 +152,7 @@ def compact_point(run, args) -> dict:
         timings = forward_latency({"dense": model, "compact": small}, {"input_ids": tokens[:batch]}, repeats=9)
         latency[f"prefill_b{batch}_128"] = {k: v.to_dict() for k, v in timings.items()}
     decode = {name: decode_tokens_per_second(m, tokens[:1, :32]) for name, m in (("dense", model), ("compact", small))}
-    params = {name: sum(p.numel() for p in m.parameters()) for name, m in (("dense", model), ("compact", small))}
+    params = {"dense": parameter_count(model), "compact": parameter_count(small)}
     memory = {name: sum(p.numel() * p.element_size() for p in m.parameters()) for name, m in
               (("dense", model), ("compact", small))}
     return {"task": run.name, "ffn": args.compact_ffn, "params": params, "parameter_bytes": memory,
