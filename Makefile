@@ -23,6 +23,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 setup: $(VENV)/.installed
 
+# what only the tests need besides: llama.cpp (built from source) to run the GGUF exports
+$(VENV)/.test-installed: $(VENV)/.installed
+	$(PIP) install -q -c $(CONSTRAINTS) -e ".[llamacpp]"
+	touch $@
+
 # the native CPU op (CMakeLists.txt -> attprune/_native/): optional for attprune, built for the tests;
 # without cmake or a C++ compiler it is skipped (its tests then skip, unless ATTPRUNE_REQUIRE_NATIVE=1)
 native: setup
@@ -35,7 +40,7 @@ native: setup
 demo: setup
 	$(PY) -m attprune demo
 
-test: setup native
+test: setup native $(VENV)/.test-installed
 	$(PY) -m pytest -q tests
 
 bench: native

@@ -8,7 +8,7 @@
 
 The pipeline, one package per stage: ``architectures`` (where each family keeps its units)
 -> ``sites`` -> ``attribution`` -> ``plan`` -> ``compact`` (mask, compact) -> ``pretrained``
-(save / load); ``ops`` holds the IG step kernels, ``adaptation`` method B.
+(save / load) -> ``export`` (hf, onnx, gguf); ``ops`` holds the IG step kernels, ``adaptation`` method B.
 """
 
 from ._version import __version__
@@ -29,11 +29,13 @@ from .errors import (
     AdaptedMismatchError,
     AttpruneError,
     CheckpointError,
+    ExportError,
     InputError,
     PlanMismatchError,
     ResumeMismatchError,
     UnsupportedModelError,
 )
+from .export import export
 from .plan import Plan, make_plan
 from .pretrained import from_pretrained, save_pretrained
 from .sites import Site, find_sites
@@ -42,6 +44,6 @@ __all__ = [
     "__version__", "AdaptConfig", "Adapted", "AdaptedModel", "adapt", "apply_adapted", "ArchSpec", "AttentionSpec",
     "FFNSpec", "HeadLayout", "register_architecture", "METHODS", "QUADRATURES", "AttributionConfig", "Method",
     "Scores", "SiteScores", "attribute", "register_method", "compact", "mask", "AdaptedMismatchError",
-    "AttpruneError", "CheckpointError", "InputError", "PlanMismatchError", "ResumeMismatchError",
+    "AttpruneError", "CheckpointError", "ExportError", "export", "InputError", "PlanMismatchError", "ResumeMismatchError",
     "UnsupportedModelError", "Plan", "make_plan", "from_pretrained", "save_pretrained", "Site", "find_sites",
 ]

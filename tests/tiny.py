@@ -151,3 +151,36 @@ class BreaksAt:
             if i == self.index:
                 raise ZeroDivisionError
             yield batch
+
+
+TOKENIZER_TEXT = [
+    "The quick brown fox jumps over the lazy dog.", "Pruning removes the neurons a task does not need.",
+    "Integrated gradients attribute a prediction to every unit along a straight path.",
+    "A compact model runs faster: 1,234 tokens in 0.56 s!", "llama.cpp reads GGUF files; ONNX Runtime reads ONNX.",
+]
+
+
+def byte_bpe_tokenizer(vocab_size=320):
+    """A small byte-level BPE tokenizer (GPT-2 style, trained here) with <s> and </s>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(TOKENIZER_TEXT * 4, trainer)
+    return tf.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
+
+
+def causal_lm(family="llama", vocab_size=VOCAB, dtype=torch.float32, layers=3):
+    """A tiny Llama / Mistral / Qwen2 causal LM with ``layers`` blocks and a given vocabulary."""
+    config_cls, model_cls = {"llama": (tf.LlamaConfig, tf.LlamaForCausalLM),
+                             "mistral": (tf.MistralConfig, tf.MistralForCausalLM),
+                             "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM)}[family]
+    extra = {"sliding_window": None} if family == "mistral" else {}
+    torch.manual_seed(0)
+    cfg = config_cls(vocab_size=vocab_size, hidden_size=48, intermediate_size=45, num_hidden_layers=layers,
+                     num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=128,
+                     pad_token_id=0, tie_word_embeddings=family != "mistral", **extra)
+    return model_cls(cfg).to(dtype).eval()

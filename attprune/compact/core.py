@@ -62,22 +62,26 @@ def _compact_heads(model: nn.Module, site: Site, kept: torch.Tensor, layout: Hea
     layout.set_heads(model.get_submodule(site.attention), kept.numel(), kv.numel(), d)
 
 
-def _zero_width_conv1d_to_linear(model: nn.Module) -> None:
-    """GPT-2's Conv1D cannot take a zero-width input (it reshapes to [-1, 0]); an equivalent
-    ``nn.Linear(0, out)`` can: its output is the bias."""
+def conv1d_to_linear(model: nn.Module, zero_width_only: bool = False) -> nn.Module:
+    """Replace GPT-2's ``Conv1D`` modules (in place) by equivalent ``nn.Linear`` ones.
+
+    Compaction needs it where a Conv1D lost its whole input (it reshapes to [-1, 0], which it
+    cannot; ``nn.Linear(0, out)`` returns its bias); the ONNX export needs it everywhere (the
+    exported reshape of a zero-width Conv1D output reads as "copy this dimension")."""
     for name, module in list(model.named_modules()):
-        if is_conv1d(module) and module.weight.shape[0] == 0:
-            # an offloaded Conv1D becomes a plain Linear on its execution device (it holds a bias only)
+        if is_conv1d(module) and (module.weight.shape[0] == 0 or not zero_width_only):
+            # an offloaded Conv1D becomes a plain Linear on its execution device
             device = devices.execution_device(model, name) if devices.is_offloaded(module) else module.weight.device
             with warnings.catch_warnings():  # "initializing zero-element tensors is a no-op"
                 warnings.simplefilter("ignore", UserWarning)
-                linear = nn.Linear(0, module.nf, bias=module.bias is not None, device=device,
+                linear = nn.Linear(module.weight.shape[0], module.nf, bias=module.bias is not None, device=device,
                                    dtype=module.weight.dtype)
             linear.weight = nn.Parameter(devices.read(module, "weight").detach().t().contiguous().to(device))
             if module.bias is not None:
                 linear.bias = nn.Parameter(devices.read(module, "bias").detach().to(device))
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, child, linear)
+    return model
 
 
 def _compose(previous: Plan | None, plan: Plan) -> Plan:
@@ -123,7 +127,7 @@ def compact(model: nn.Module, plan: Plan) -> nn.Module:
         for site in head_sites:
             if plan.kept(site.path).numel() == 0:
                 layout.remove_all_heads(model, site.attention)
-        _zero_width_conv1d_to_linear(model)
+        conv1d_to_linear(model, zero_width_only=True)
     setattr(model, PLAN_ATTRIBUTE, _compose(getattr(model, PLAN_ATTRIBUTE, None), plan))
     return model
 

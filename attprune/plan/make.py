@@ -6,7 +6,10 @@ real classifiers, see the README; kept available, never the default).  ``mean_ab
 default because signed per-example scores cancel across classes: on the six real tasks it
 keeps 98.6% of dense accuracy at 50% FFN sparsity against 96.7% for ``abs`` (README).
 
-``scope="layer"`` removes the same fraction from every site.  ``scope="global"`` pools the
+``scope="layer"`` removes the same fraction from every site; ``scope="uniform"`` also gives
+every layer the same shape (the same heads per KV group too), so that the compacted model is
+a plain config of its family (``attprune.export(model, out, format="hf")``).
+``scope="global"`` pools the
 units of all sites of a kind after ``normalize``: ``"none"``, ``"layer"`` (divide each
 site's values by the site's mean |value|, so that sites with larger score scales do not
 keep everything) or ``"l2"`` (divide by the site's L2 norm), then removes the lowest
@@ -37,7 +40,7 @@ from ..sites import FFN, HEADS
 from .plan import Plan
 
 RANK_BY = ("abs", "mean_abs", "signed")
-SCOPES = ("global", "layer")
+SCOPES = ("global", "layer", "uniform")
 NORMALIZE = ("none", "layer", "l2")
 
 
@@ -69,7 +72,7 @@ def _normalized(values: dict[str, torch.Tensor], how: str) -> dict[str, torch.Te
 
 
 def _keep_counts(values: dict[str, torch.Tensor], fraction: float, scope: str, normalize: str) -> dict[str, int]:
-    if scope == "layer":
+    if scope in ("layer", "uniform"):
         return {p: v.numel() - int(round(fraction * v.numel())) for p, v in values.items()}
     pooled = _normalized(values, normalize)
     flat = torch.cat([v for v in pooled.values()])
@@ -101,23 +104,37 @@ def _top(values: torch.Tensor, k: int) -> torch.Tensor:
     return order.sort().values
 
 
-def _grouped_heads(values: torch.Tensor, count: int, n_kv: int) -> torch.Tensor:
-    """Kept query heads of a grouped-KV site: G groups x g heads, G * g closest to ``count``."""
-    n = values.numel()
-    per_group = n // n_kv
-    grouped = values.view(n_kv, per_group)
-    best = None
-    for g in range(1, per_group + 1):
-        top_vals, top_idx = grouped.topk(g, dim=1)
-        groups = min(n_kv, max(0, int(round(count / g))))
-        group_score = top_vals.sum(1)
-        chosen = _top(group_score, groups)
-        score = float(group_score[chosen].sum())
-        key = (abs(groups * g - count), -score)
-        if best is None or key < best[0]:
-            kept = (chosen[:, None] * per_group + top_idx[chosen]).flatten()
-            best = (key, kept.sort().values)
-    return best[1] if count > 0 else torch.zeros(0, dtype=torch.long)
+def _group_choice(values: torch.Tensor, count: int, n_kv: int, g: int) -> tuple[tuple, torch.Tensor]:
+    """G groups x g heads of a grouped-KV site, G * g closest to ``count``: (ranking key, kept heads)."""
+    per_group = values.numel() // n_kv
+    top_vals, top_idx = values.view(n_kv, per_group).topk(g, dim=1)
+    groups = min(n_kv, max(0, int(round(count / g))))
+    group_score = top_vals.sum(1)
+    chosen = _top(group_score, groups)
+    kept = (chosen[:, None] * per_group + top_idx[chosen]).flatten().sort().values
+    return (abs(groups * g - count), -float(group_score[chosen].sum())), kept
+
+
+def _grouped_heads(values: torch.Tensor, count: int, n_kv: int, g: int | None = None) -> torch.Tensor:
+    """Kept query heads of a grouped-KV site: G groups x g heads, G * g closest to ``count``
+    (``g`` given: that many heads per kept group)."""
+    if count <= 0:
+        return torch.zeros(0, dtype=torch.long)
+    choices = [_group_choice(values, count, n_kv, g)] if g is not None else \
+        [_group_choice(values, count, n_kv, g) for g in range(1, values.numel() // n_kv + 1)]
+    return min(choices, key=lambda c: c[0])[1]
+
+
+def _uniform_group_size(values: dict[str, torch.Tensor], counts: dict[str, int], kv_heads: dict[str, int]) -> int:
+    """The heads per KV group that serves every site best together (closest count, then score)."""
+    per_group = {v.numel() // kv_heads.get(p, v.numel()) for p, v in values.items()}
+    if len(per_group) != 1:
+        raise InputError("scope='uniform' needs the same number of query heads per KV group in every layer")
+    totals = {}
+    for g in range(1, per_group.pop() + 1):
+        keys = [_group_choice(v, counts[p], kv_heads.get(p, v.numel()), g)[0] for p, v in values.items()]
+        totals[g] = (sum(k[0] for k in keys), sum(k[1] for k in keys))
+    return min(totals, key=totals.get)
 
 
 def make_plan(scores: Scores, *, ffn: float = 0.0, heads: float = 0.0, scope: str = "global",
@@ -146,10 +163,15 @@ def make_plan(scores: Scores, *, ffn: float = 0.0, heads: float = 0.0, scope: st
         if not values:
             continue
         counts = _keep_counts(values, fraction, scope, normalize)
+        counts = {p: _round(counts[p], v.numel(), round_to, min_keep) for p, v in values.items()}
+        if scope == "uniform" and len({v.numel() for v in values.values()}) > 1:
+            raise InputError(f"scope='uniform' needs every {kind} site to have the same size; use scope='layer'")
+        grouped = {p for p, v in values.items() if kind == HEADS and kv_heads.get(p, v.numel()) < v.numel()}
+        g = _uniform_group_size({p: values[p] for p in grouped}, counts, kv_heads) \
+            if scope == "uniform" and grouped else None
         for path, v in values.items():
-            count = _round(counts[path], v.numel(), round_to, min_keep)
-            n_kv = kv_heads.get(path, v.numel()) if kind == HEADS else v.numel()
-            kept[kind][path] = _grouped_heads(v, count, n_kv) if n_kv < v.numel() else _top(v, count)
+            kept[kind][path] = _grouped_heads(v, counts[path], kv_heads[path], g) if path in grouped \
+                else _top(v, counts[path])
     sizes = {p: s.sum.numel() for p, s in scores.sites.items()}
     meta = dict(ffn=ffn, heads=heads, scope=scope, normalize=normalize, rank_by=rank_by, round_to=round_to,
                 min_keep=min_keep, method=scores.meta.get("method"), model_class=scores.meta.get("model_class"))

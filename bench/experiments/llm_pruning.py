@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 import attprune
+from attprune.attribution.scores import Scores
 from attprune.cache import cache_dir
 from attprune.compact import mask
 from attprune.io import write_json
@@ -48,6 +49,7 @@ METHODS = ("ig", "fisher", "grad_x_act", "activation", "wanda", "flap", "magnitu
 #: IG at 4 Gauss-Legendre nodes: steps="auto" escalates SmolLM2's first layers to 64 nodes (bench/README.md)
 SETTINGS = {"ig": {"steps": 4, "quadrature": "gausslegendre"}}
 LABELS = {"grad_x_act": "taylor (grad_x_act)"}
+KINDS = {"ffn": ("ffn",), "heads": ("heads",), "joint": ("ffn", "heads")}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,7 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tasks", nargs="+", choices=tuple(PROMPT_TASKS), default=None,
                    help="tasks to prune (default: every task whose dense accuracy clears its majority share)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), help="attribution methods to compare")
-    p.add_argument("--kinds", nargs="+", choices=("ffn", "heads"), default=["ffn"], help="unit kinds to sweep")
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=["ffn"],
+                   help="unit kinds to sweep: ffn, heads (by KV group), or joint (the same share of both, from the "
+                        "two kinds' scores ranked together)")
     p.add_argument("--sparsities", nargs="+", type=float, default=[0.1, 0.2, 0.3, 0.4, 0.5],
                    help="shares of the units removed")
     p.add_argument("--n-attr", type=int, default=32, help="training prompts the scores are computed from")
@@ -102,21 +106,28 @@ def dense_table(model, tokenizer, args, done: dict, rows_file: Path) -> dict:
     return runs
 
 
+def kind_scores(run, method: str, kind: str, n_attr: int, settings: dict) -> tuple[Scores, float]:
+    """A method's scores for one sweep kind (joint: the FFN and head scores side by side) and
+    the seconds they took."""
+    parts = [score(run, method, n_examples=n_attr, units=(unit,), cache=cache_dir() / "scores" / "llm",
+                   progress=True, **settings) for unit in KINDS[kind]]
+    sites = {path: site for scores, _ in parts for path, site in scores.sites.items()}
+    return Scores(sites, parts[0][0].meta), sum(seconds for _, seconds in parts)
+
+
 def sweep(run, args, done: dict, rows_file: Path) -> None:
     for method in args.methods:
         settings = SETTINGS.get(method, {})
         for kind in args.kinds:
-            units = (kind,)
             key_scores = f"{run.name}/{method}/{kind}"
-            scores, seconds = score(run, method, n_examples=args.n_attr, units=units,
-                                    cache=cache_dir() / "scores" / "llm", progress=True, **settings)
+            scores, seconds = kind_scores(run, method, kind, args.n_attr, settings)
             for sparsity in args.sparsities:
                 key = f"prune/{key_scores}/{sparsity}/{args.n_attr}/{args.max_test}" + \
                     ("" if args.scope == "global" else f"/{args.scope}")
                 if key in done:
                     continue
                 started = time.perf_counter()
-                result = evaluate(run, make_plan(scores, scope=args.scope, **{kind: sparsity}))
+                result = evaluate(run, make_plan(scores, scope=args.scope, **{k: sparsity for k in KINDS[kind]}))
                 row = {"key": key, "task": run.name, "kind": kind, "method": LABELS.get(method, method),
                        "sparsity": sparsity, "scope": args.scope, "accuracy": result["accuracy"].to_dict(),
                        "correct": result["correct"],
@@ -254,8 +265,14 @@ def main(argv=None) -> int:
     print("pruning tasks:", ", ".join(tasks) or "none", flush=True)
     for name in tasks:
         sweep(runs[name], args, done, rows_file)
-    compact = compact_point(runs[tasks[0]], args) if tasks and "ig" in args.methods else None
-    rows = list(done.values())
+    compact = None
+    if tasks and "ig" in args.methods:
+        key = f"compact/{tasks[0]}/{args.compact_ffn}/{args.n_attr}"
+        if key not in done:
+            done[key] = {"key": key, "kind": "compact", **compact_point(runs[tasks[0]], args)}
+            _append(rows_file, done[key])
+        compact = done[key]
+    rows = [r for r in done.values() if r["kind"] != "compact"]
     compared = comparisons(rows)
     write_json(args.out / "summary.json", {"config": {k: str(v) for k, v in vars(args).items()},
                                            "rows": [{k: v for k, v in r.items() if k != "correct"} for r in rows],

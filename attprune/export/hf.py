@@ -1,0 +1,107 @@
+"""``format="hf"``: a plain transformers checkpoint, loadable with ``AutoModel*.from_pretrained``
+by the unmodified library, when every layer has the same shape.
+
+A family's config states one FFN width and one head count for all layers; ``CONFIG_KEYS``
+says which config attributes those are per ``model_type`` (``heads=None``: removed heads
+cannot be stated, since the family derives its head size from ``hidden_size / num_heads``,
+or, T5, every layer reads layer 0's relative position bias).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from ..architectures import spec_for
+from ..errors import ExportError
+from ..io import atomic_dir
+from .shapes import ffn_widths, head_shapes
+
+
+@dataclass(frozen=True)
+class ConfigKeys:
+    """Config attributes of one family: FFN width, and (if expressible) query heads, key/value
+    heads and head size."""
+
+    ffn: str
+    heads: str | None = None
+    kv_heads: str | None = None
+    head_dim: str | None = None
+
+
+_LLAMA = ConfigKeys("intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim")
+_BERT = ConfigKeys("intermediate_size")
+CONFIG_KEYS: dict[str, ConfigKeys] = {
+    "llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA,
+    "bert": _BERT, "roberta": _BERT, "electra": _BERT,
+    "distilbert": ConfigKeys("hidden_dim"),
+    "gpt2": ConfigKeys("n_inner"),
+    # T5's later layers read layer 0's relative position bias for *their* kept heads: not a plain config
+    "t5": ConfigKeys("d_ff"),
+}
+
+_UNIFORM_HINT = "make the plan with scope='uniform' (the same shape in every layer), or export format='onnx'"
+
+
+def plain_config(model: nn.Module):
+    """A copy of ``model.config`` that states the compacted widths; ``ExportError`` when the
+    model's layers differ or the family cannot state its widths."""
+    config = model.config
+    keys = CONFIG_KEYS.get(config.model_type)
+    if keys is None:
+        raise ExportError(f"format='hf' does not know the config of model_type {config.model_type!r}; "
+                          f"known: {', '.join(sorted(CONFIG_KEYS))}. Use format='onnx'")
+    out = copy.deepcopy(config)
+    widths = ffn_widths(model)
+    if len(widths) > 1:
+        raise ExportError(f"format='hf' needs the same FFN width in every layer, this model has {sorted(widths)}: "
+                          f"{_UNIFORM_HINT}")
+    if widths == {0}:
+        raise ExportError("format='hf' cannot express layers without an FFN: make the plan with min_keep >= 1")
+    if widths:
+        setattr(out, keys.ffn, widths.pop())
+    heads = head_shapes(model)
+    if len(heads) > 1:
+        raise ExportError(f"format='hf' needs the same number of heads in every layer, this model has "
+                          f"{sorted(heads)} (query, key/value): {_UNIFORM_HINT}")
+    if heads:
+        n_heads, n_kv = heads.pop()
+        if n_heads == 0:
+            raise ExportError("format='hf' cannot express layers without attention heads: make the plan with "
+                              "min_keep >= 1")
+        if keys.heads is None:
+            if n_heads != config.num_attention_heads:
+                raise ExportError(f"format='hf' cannot express removed heads for {config.model_type} (its head size "
+                                  "is hidden_size / heads, or T5's position bias is shared by all layers): prune FFN neurons only, or export format='onnx'")
+        else:
+            if config.hidden_size % n_heads:  # transformers' config validation refuses it, head_dim or not
+                raise ExportError(f"format='hf': transformers needs hidden_size ({config.hidden_size}) divisible by "
+                                  f"the number of heads ({n_heads}); choose another head sparsity or format='onnx'")
+            setattr(out, keys.heads, n_heads)
+            if keys.kv_heads:
+                setattr(out, keys.kv_heads, n_kv)
+            setattr(out, keys.head_dim, spec_for(model).head_dim(config))
+    return out
+
+
+def export_hf(model: nn.Module, out: str | Path, *, tokenizer=None, **save_kwargs) -> Path:
+    """Save ``model`` as a plain transformers folder (config states the compacted widths).
+
+    >>> plan = attprune.make_plan(scores, ffn=0.3, heads=0.3, scope="uniform")
+    >>> attprune.export(attprune.compact(model, plan), "plain/", format="hf")
+    >>> AutoModelForCausalLM.from_pretrained("plain/")          # no attprune needed
+    """
+    config = plain_config(model)
+    original = model.config
+    with atomic_dir(Path(out)) as tmp:
+        model.config = config
+        try:
+            model.save_pretrained(tmp, safe_serialization=True, **save_kwargs)
+        finally:
+            model.config = original
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+    return Path(out)
