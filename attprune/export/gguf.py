@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +50,9 @@ def _check_model(model: nn.Module) -> None:
                           f"{config.model_type!r}; use format='onnx'")
     if not type(model).__name__.endswith("ForCausalLM"):
         raise ExportError(f"format='gguf' exports a causal LM (…ForCausalLM), not {type(model).__name__}")
-    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True) \
-            and config.model_type == "mistral":
-        raise ExportError("format='gguf' does not write Mistral's sliding window; set config.sliding_window=None "
+    window = getattr(config, "sliding_window", None)
+    if window and (config.model_type == "mistral" or getattr(config, "use_sliding_window", False)):
+        raise ExportError("format='gguf' does not write a sliding attention window; set config.sliding_window=None "
                           "if the prompts never exceed it")
 
 
@@ -100,7 +101,7 @@ def _layer_tensors(model: nn.Module, i: int, shape, head_dim: int) -> dict[str, 
     return out
 
 
-def _tensor_data(name: str, tensor: torch.Tensor, dtype: str):
+def _tensor_data(tensor: torch.Tensor, dtype: str):
     """(array, raw dtype) as the writer takes them: vectors stay float32, as llama.cpp's converter keeps them."""
     import gguf
 
@@ -180,8 +181,8 @@ def export_gguf(model: nn.Module, out: str | Path, *, tokenizer, dtype: str = "f
         raise ExportError("format='gguf' needs tokenizer= (llama.cpp reads the vocabulary from the file)")
     _check_model(model)
     config = model.config
-    shapes = [s.__class__(s.block, max(s.ffn, 1), max(s.heads, 1), max(s.kv_heads, 1), s.head_dim)
-              for s in layer_shapes(model)]
+    shapes = [replace(s, ffn=max(s.ffn, 1), heads=max(s.heads, 1), kv_heads=max(s.kv_heads, 1))
+              for s in layer_shapes(model)]  # an empty layer keeps one zero unit
     head_dim = shapes[0].head_dim
     uniform = len({(s.ffn, s.heads, s.kv_heads) for s in shapes}) == 1
     arch = "llama" if uniform else "deci"
@@ -215,7 +216,7 @@ def export_gguf(model: nn.Module, out: str | Path, *, tokenizer, dtype: str = "f
             tensors.update(_layer_tensors(model, i, shape, head_dim))
         with torch.no_grad():
             for name, tensor in tensors.items():
-                array, raw = _tensor_data(name, tensor, dtype)
+                array, raw = _tensor_data(tensor, dtype)
                 writer.add_tensor(name, array, raw_dtype=raw)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
@@ -223,6 +224,6 @@ def export_gguf(model: nn.Module, out: str | Path, *, tokenizer, dtype: str = "f
         writer.close()
         os.replace(tmp, out)
     finally:
-        writer.close()
+        writer.close()  # a no-op once closed
         tmp.unlink(missing_ok=True)
     return out

@@ -55,6 +55,12 @@ def plain_config(model: nn.Module):
         raise ExportError(f"format='hf' does not know the config of model_type {config.model_type!r}; "
                           f"known: {', '.join(sorted(CONFIG_KEYS))}. Use format='onnx'")
     out = copy.deepcopy(config)
+    _state_ffn_width(model, out, keys)
+    _state_heads(model, out, keys)
+    return out
+
+
+def _state_ffn_width(model: nn.Module, out, keys: ConfigKeys) -> None:
     widths = ffn_widths(model)
     if len(widths) > 1:
         raise ExportError(f"format='hf' needs the same FFN width in every layer, this model has {sorted(widths)}: "
@@ -63,28 +69,33 @@ def plain_config(model: nn.Module):
         raise ExportError("format='hf' cannot express layers without an FFN: make the plan with min_keep >= 1")
     if widths:
         setattr(out, keys.ffn, widths.pop())
+
+
+def _state_heads(model: nn.Module, out, keys: ConfigKeys) -> None:
+    config = model.config
     heads = head_shapes(model)
     if len(heads) > 1:
         raise ExportError(f"format='hf' needs the same number of heads in every layer, this model has "
                           f"{sorted(heads)} (query, key/value): {_UNIFORM_HINT}")
-    if heads:
-        n_heads, n_kv = heads.pop()
-        if n_heads == 0:
-            raise ExportError("format='hf' cannot express layers without attention heads: make the plan with "
-                              "min_keep >= 1")
-        if keys.heads is None:
-            if n_heads != config.num_attention_heads:
-                raise ExportError(f"format='hf' cannot express removed heads for {config.model_type} (its head size "
-                                  "is hidden_size / heads, or T5's position bias is shared by all layers): prune FFN neurons only, or export format='onnx'")
-        else:
-            if config.hidden_size % n_heads:  # transformers' config validation refuses it, head_dim or not
-                raise ExportError(f"format='hf': transformers needs hidden_size ({config.hidden_size}) divisible by "
-                                  f"the number of heads ({n_heads}); choose another head sparsity or format='onnx'")
-            setattr(out, keys.heads, n_heads)
-            if keys.kv_heads:
-                setattr(out, keys.kv_heads, n_kv)
-            setattr(out, keys.head_dim, spec_for(model).head_dim(config))
-    return out
+    if not heads:
+        return
+    n_heads, n_kv = heads.pop()
+    if n_heads == 0:
+        raise ExportError("format='hf' cannot express layers without attention heads: make the plan with "
+                          "min_keep >= 1")
+    if keys.heads is None:
+        if n_heads != config.num_attention_heads:
+            raise ExportError(f"format='hf' cannot express removed heads for {config.model_type} (its head size is "
+                              "hidden_size / heads, or T5's position bias is shared by all layers): prune FFN "
+                              "neurons only, or export format='onnx'")
+        return
+    if config.hidden_size % n_heads:  # transformers' config validation refuses it, head_dim or not
+        raise ExportError(f"format='hf': transformers needs hidden_size ({config.hidden_size}) divisible by "
+                          f"the number of heads ({n_heads}); choose another head sparsity or format='onnx'")
+    setattr(out, keys.heads, n_heads)
+    if keys.kv_heads:
+        setattr(out, keys.kv_heads, n_kv)
+    setattr(out, keys.head_dim, spec_for(model).head_dim(config))
 
 
 def export_hf(model: nn.Module, out: str | Path, *, tokenizer=None, **save_kwargs) -> Path:
