@@ -95,3 +95,22 @@ def test_the_order_of_units_is_not_a_setting():
     """("heads", "ffn") is ("ffn", "heads"): runs of either merge and resume into each other."""
     a = attprune.AttributionConfig(units=("heads", "ffn"))
     assert a.units == ("ffn", "heads") and a.result_settings() == attprune.AttributionConfig().result_settings()
+
+
+def test_join_of_per_kind_runs_equals_one_run_of_both_kinds():
+    model = tiny.llama()  # grouped KV heads: the joined scores must keep them grouped in plans
+    batches = [tiny.batch_for(model)]
+    ffn = attprune.attribute(model, batches, method="fisher", units=("ffn",), progress=False)
+    heads = attprune.attribute(model, batches, method="fisher", units=("heads",), progress=False)
+    whole = attprune.attribute(model, batches, method="fisher", units=("ffn", "heads"), progress=False)
+    joined = ffn.join(heads)
+    assert set(joined.sites) == set(whole.sites) and joined.meta["kv_heads"] == whole.meta["kv_heads"]
+    for p, s in whole.sites.items():
+        torch.testing.assert_close(joined.sites[p].sum, s.sum, rtol=1e-12, atol=0)
+    mine, reference = attprune.make_plan(joined, ffn=0.4, heads=0.5), attprune.make_plan(whole, ffn=0.4, heads=0.5)
+    for path in whole.sites:
+        assert torch.equal(mine.kept(path), reference.kept(path))
+    with pytest.raises(ValueError, match="share sites"):
+        ffn.join(whole)
+    with pytest.raises(ValueError, match="different method"):
+        ffn.join(attprune.attribute(model, batches, method="grad_x_act", units=("heads",), progress=False))

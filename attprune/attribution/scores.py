@@ -118,6 +118,26 @@ class Scores:
         sites = {p: s.merged(other.sites[p]) for p, s in self.sites.items()}
         return Scores(sites, dict(self.meta, n_examples=self.n_examples + other.n_examples))
 
+    def join(self, other: "Scores") -> "Scores":
+        """Scores of both runs' sites together (other sites of the same model and settings, e.g.
+        FFN and heads scored in two runs), as if scored in one run.
+
+        >>> both = ffn_scores.join(head_scores)
+        >>> attprune.make_plan(both, ffn=0.3, heads=0.3)
+        """
+        shared = set(self.sites) & set(other.sites)
+        if shared:
+            raise InputError(f"cannot join scores that share sites ({sorted(shared)[:3]}); use merge for more examples")
+        mine, theirs = self.settings(), other.settings()
+        for key in set(mine) - {"units"}:
+            if mine[key] != theirs.get(key):
+                raise InputError(f"cannot join scores computed with different {key}: {mine[key]!r} vs "
+                                 f"{theirs.get(key)!r}")
+        meta = dict(self.meta, kv_heads={**self.meta.get("kv_heads", {}), **other.meta.get("kv_heads", {})})
+        if "units" in mine:
+            meta["units"] = sorted(set(mine["units"]) | set(theirs.get("units", ())))
+        return Scores({**self.sites, **other.sites}, meta)
+
     def settings(self) -> dict:
         """The recorded settings that decide the scores (``AttributionConfig.result_settings``)."""
         return {k: self.meta[k] for k in AttributionConfig.result_fields() if k in self.meta}

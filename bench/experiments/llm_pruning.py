@@ -22,6 +22,7 @@ Every finished row is appended to ``rows.jsonl`` and scores are cached under
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import tempfile
@@ -111,8 +112,8 @@ def kind_scores(run, method: str, kind: str, n_attr: int, settings: dict) -> tup
     the seconds they took."""
     parts = [score(run, method, n_examples=n_attr, units=(unit,), cache=cache_dir() / "scores" / "llm",
                    progress=True, **settings) for unit in KINDS[kind]]
-    sites = {path: site for scores, _ in parts for path, site in scores.sites.items()}
-    return Scores(sites, parts[0][0].meta), sum(seconds for _, seconds in parts)
+    scores = functools.reduce(Scores.join, [scores for scores, _ in parts])
+    return scores, sum(seconds for _, seconds in parts)
 
 
 def sweep(run, args, done: dict, rows_file: Path) -> None:
@@ -138,6 +139,23 @@ def sweep(run, args, done: dict, rows_file: Path) -> None:
                 done[key] = row
                 print(f"{run.name} {method} {kind} {sparsity}: {result['accuracy']:.3f} ppl {result['perplexity']:.2f}"
                       f" ({seconds:.0f} s attribution)", flush=True)
+
+
+def prune_seconds(run, args, sparsity: float = 0.3) -> dict[str, dict]:
+    """Time to prune per method at one FFN sparsity: attribution (as first computed, from the cache),
+    make_plan and compact (measured now, on a copy)."""
+    out = {}
+    for method in args.methods:
+        scores, attribution = kind_scores(run, method, "ffn", args.n_attr, SETTINGS.get(method, {}))
+        started = time.perf_counter()
+        plan = make_plan(scores, ffn=sparsity)
+        planned = time.perf_counter()
+        pruned_copy(run, plan)
+        done = time.perf_counter()
+        out[LABELS.get(method, method)] = {"attribution": round(attribution, 1), "plan": round(planned - started, 2),
+                                           "compact": round(done - planned, 2),
+                                           "total": round(attribution + done - started, 1)}
+    return out
 
 
 def compact_point(run, args) -> dict:
@@ -196,7 +214,7 @@ def comparisons(rows: list[dict]) -> list[dict]:
     return out
 
 
-def markdown(rows: list[dict], compared: list[dict], compact: dict | None) -> str:
+def markdown(rows: list[dict], compared: list[dict], compact: dict | None, timing: dict | None = None) -> str:
     dense = [r for r in rows if r["kind"] == "dense"]
     md = ["# SmolLM2-135M-Instruct: task-specific pruning on prompt tasks", "",
           "Accuracy on the test prompts with its 95% bootstrap interval; perplexity on held-out BBC dev text.", "",
@@ -222,6 +240,11 @@ def markdown(rows: list[dict], compared: list[dict], compact: dict | None) -> st
                 md.append(f"| {s} | " + " | ".join(cells) + " |")
             seconds = {r["method"]: r["attribution_seconds"] for r in these}  # as first computed
             md += ["", "attribution seconds: " + ", ".join(f"{m} {v:.0f}" for m, v in seconds.items()), ""]
+    if timing:
+        md += ["## Time to prune (FFN 30%, seconds)", "", "| method | attribution | plan | compact | total |",
+               "|---|---|---|---|---|"]
+        md += [f"| {m} | {t['attribution']} | {t['plan']} | {t['compact']} | {t['total']} |" for m, t in timing.items()]
+        md.append("")
     if compared:
         md += ["## IG minus each method (paired 95% CI)", "", "| task | kind | sparsity | versus | difference | verdict |",
                "|---|---|---|---|---|---|"]
@@ -274,10 +297,11 @@ def main(argv=None) -> int:
         compact = done[key]
     rows = [r for r in done.values() if r["kind"] != "compact"]
     compared = comparisons(rows)
+    timing = prune_seconds(runs[tasks[0]], args) if tasks else {}
     write_json(args.out / "summary.json", {"config": {k: str(v) for k, v in vars(args).items()},
                                            "rows": [{k: v for k, v in r.items() if k != "correct"} for r in rows],
-                                           "comparisons": compared, "compact": compact})
-    (args.out / "README.md").write_text(markdown(rows, compared, compact))
+                                           "comparisons": compared, "compact": compact, "prune_seconds": timing})
+    (args.out / "README.md").write_text(markdown(rows, compared, compact, timing))
     plot(rows, args.out)
     return 0
 
