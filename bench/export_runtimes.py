@@ -6,7 +6,7 @@
    fisher scores from 32 BBC prompts (FFN 30%, FFN 50%, FFN 30% + heads 33% by KV group;
    global ranking, so layer widths differ: llama.cpp's ``deci`` architecture).  Prompt
    processing: one 128-token prompt; generation: 32 single-token steps after a 1-token
-   prompt.  One variant keeps FFN widths at multiples of 32 (``round_to=32``, ggml's block).  Tokens/s from the median of interleaved rounds, with the interquartile range.
+   prompt.  "widths x32": FFN widths kept at multiples of 32 (``round_to=32``; ggml's block size).  Tokens/s from the median of interleaved rounds, with the interquartile range.
 2. ONNX Runtime (CPU): the packaged MiniLM classifier dense and compacted (50% FFN, 50%
    heads, magnitude scores: speed does not depend on which units go), batch 1 and 32 x 128
    tokens; the achieved speedup beside the FLOP-ideal one.
@@ -32,8 +32,9 @@ from attprune.io import write_json
 from attprune.timing import Latency, interleaved_latency
 
 RESULTS = Path(__file__).parent / "results" / "export"
-LLM_PLANS = {"ffn 30%": {"ffn": 0.3}, "ffn 50%": {"ffn": 0.5}, "ffn 50%, widths x32": {"ffn": 0.5, "round_to": 32},
-             "ffn 30% + heads 33%": {"ffn": 0.3, "heads": 0.33}}
+LLM_PLANS = {"ffn 30%": {"ffn": 0.3}, "ffn 30%, widths x32": {"ffn": 0.3, "round_to": 32},
+             "ffn 50%": {"ffn": 0.5}, "ffn 50%, widths x32": {"ffn": 0.5, "round_to": 32},
+             "ffn 30% + heads 33%, widths x32": {"ffn": 0.3, "heads": 0.33, "round_to": {"ffn": 32}}}
 
 
 def _mib(path: Path) -> float:

@@ -52,6 +52,14 @@ def test_round_to_and_min_keep():
     assert plan.ffn["a"].numel() == 16 and plan.ffn["a"].tolist() == list(range(21, 37))
     tiny_site = fake_scores({"a": [1.0, 2.0, 3.0]})
     assert attprune.make_plan(tiny_site, ffn=0.9, scope="layer", round_to=8).ffn["a"].numel() == 3
+    model = tiny.llama()  # per kind: FFN widths rounded, heads not
+    random_scores = attprune.attribute(model, None, method="random")
+    per_kind = attprune.make_plan(random_scores, ffn=0.5, heads=0.5, round_to={"ffn": 8})
+    assert all(v.numel() % 8 == 0 for v in per_kind.ffn.values())
+    assert [v.numel() for v in per_kind.heads.values()] == \
+        [v.numel() for v in attprune.make_plan(random_scores, ffn=0.5, heads=0.5).heads.values()]
+    with pytest.raises(ValueError, match="round_to keys"):
+        attprune.make_plan(random_scores, ffn=0.5, round_to={"neurons": 8})
     lopsided = fake_scores({"a": [100.0, 100.0], "b": [0.001, 0.002]})
     assert attprune.make_plan(lopsided, ffn=0.5, normalize="none").ffn["b"].numel() == 1  # min_keep=1
     assert attprune.make_plan(lopsided, ffn=0.5, normalize="none", min_keep=0).ffn["b"].numel() == 0

@@ -17,7 +17,8 @@ fraction of the pool.
 
 Then, per site: ``min_keep`` keeps at least that many units (``min_keep=0`` lets a site be
 removed whole), and ``round_to`` rounds a non-zero kept count to the nearest multiple
-(tensor-core friendly widths; at least ``round_to``, never above the site's size).
+(tensor-core friendly widths; at least ``round_to``, never above the site's size); a dict
+gives each kind its own, e.g. ``round_to={"ffn": 32}`` (llama.cpp's block) with heads unrounded.
 
 Grouped-KV attention (fewer key/value heads than query heads): a valid model needs every
 KV group it keeps to serve the same number of query heads.  attprune chooses, per site,
@@ -138,7 +139,7 @@ def _uniform_group_size(values: dict[str, torch.Tensor], counts: dict[str, int],
 
 
 def make_plan(scores: Scores, *, ffn: float = 0.0, heads: float = 0.0, scope: str = "global",
-              normalize: str = "layer", rank_by: str = "mean_abs", round_to: int = 1, min_keep: int = 1,
+              normalize: str = "layer", rank_by: str = "mean_abs", round_to: int | dict[str, int] = 1, min_keep: int = 1,
               kv_heads: dict[str, int] | None = None) -> Plan:
     """Turn scores into a plan that removes the fraction ``ffn`` of FFN neurons and
     ``heads`` of attention heads (see the module docstring for every option).
@@ -154,7 +155,12 @@ def make_plan(scores: Scores, *, ffn: float = 0.0, heads: float = 0.0, scope: st
                                  ("rank_by", rank_by, RANK_BY)):
         if value not in allowed:
             raise InputError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
-    check_int("round_to", round_to)
+    rounding = round_to if isinstance(round_to, dict) else {FFN: round_to, HEADS: round_to}
+    unknown = set(rounding) - {FFN, HEADS}
+    if unknown:
+        raise InputError(f"round_to keys are unit kinds ({FFN}, {HEADS}), got {sorted(unknown)}")
+    for kind, value in rounding.items():
+        check_int(f"round_to[{kind!r}]" if isinstance(round_to, dict) else "round_to", value)
     check_int("min_keep", min_keep, 0)
     kv_heads = dict(scores.meta.get("kv_heads", {}), **(kv_heads or {}))
     kept: dict[str, dict[str, torch.Tensor]] = {FFN: {}, HEADS: {}}
@@ -163,7 +169,7 @@ def make_plan(scores: Scores, *, ffn: float = 0.0, heads: float = 0.0, scope: st
         if not values:
             continue
         counts = _keep_counts(values, fraction, scope, normalize)
-        counts = {p: _round(counts[p], v.numel(), round_to, min_keep) for p, v in values.items()}
+        counts = {p: _round(counts[p], v.numel(), rounding.get(kind, 1), min_keep) for p, v in values.items()}
         if scope == "uniform" and len({v.numel() for v in values.values()}) > 1:
             raise InputError(f"scope='uniform' needs every {kind} site to have the same size; use scope='layer'")
         grouped = {p for p, v in values.items() if kind == HEADS and kv_heads.get(p, v.numel()) < v.numel()}
