@@ -141,11 +141,12 @@ def sweep(run, args, done: dict, rows_file: Path) -> None:
                       f" ({seconds:.0f} s attribution)", flush=True)
 
 
-def prune_seconds(run, args, sparsity: float = 0.3) -> dict[str, dict]:
-    """Time to prune per method at one FFN sparsity: attribution (as first computed, from the cache),
-    make_plan and compact (measured now, on a copy)."""
+def prune_seconds(run, args, rows: list[dict], sparsity: float = 0.3) -> dict[str, dict]:
+    """Time to prune per method of the FFN rows at one FFN sparsity: attribution (as first computed,
+    from the cache), make_plan and compact (measured now, on a copy)."""
     out = {}
-    for method in args.methods:
+    swept = {r["method"] for r in rows if r["kind"] == "ffn" and r["task"] == run.name}
+    for method in (m for m in METHODS if LABELS.get(m, m) in swept):
         scores, attribution = kind_scores(run, method, "ffn", args.n_attr, SETTINGS.get(method, {}))
         started = time.perf_counter()
         plan = make_plan(scores, ffn=sparsity)
@@ -297,7 +298,7 @@ def main(argv=None) -> int:
         compact = done[key]
     rows = [r for r in done.values() if r["kind"] != "compact"]
     compared = comparisons(rows)
-    timing = prune_seconds(runs[tasks[0]], args) if tasks else {}
+    timing = prune_seconds(runs[tasks[0]], args, rows) if tasks else {}
     write_json(args.out / "summary.json", {"config": {k: str(v) for k, v in vars(args).items()},
                                            "rows": [{k: v for k, v in r.items() if k != "correct"} for r in rows],
                                            "comparisons": compared, "compact": compact, "prune_seconds": timing})
