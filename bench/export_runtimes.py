@@ -6,7 +6,9 @@
    fisher scores from 32 BBC prompts (FFN 30%, FFN 50%, FFN 30% + heads 33% by KV group;
    global ranking, so layer widths differ: llama.cpp's ``deci`` architecture).  Prompt
    processing: one 128-token prompt; generation: 32 single-token steps after a 1-token
-   prompt.  "widths x32": FFN widths kept at multiples of 32 (``round_to=32``; ggml's block size).  Tokens/s from the median of interleaved rounds, with the interquartile range.
+   prompt.  "widths x32": FFN widths kept at multiples of 32 (``round_to={"ffn": 32}``;
+   ggml's block size).  Tokens/s from the median of interleaved rounds, with the
+   interquartile range.
 2. ONNX Runtime (CPU): the packaged MiniLM classifier dense and compacted (50% FFN, 50%
    heads, magnitude scores: speed does not depend on which units go), batch 1 and 32 x 128
    tokens; the achieved speedup beside the FLOP-ideal one.
@@ -103,7 +105,8 @@ def onnx_table(args, folder: Path) -> dict:
     table = {"flop_ideal_speedup": round(cost["flops_before"] / cost["flops_after"], 3), "batches": {}}
     files = {}
     for name, model in (("dense", dense), ("compact", small)):
-        example = {"input_ids": torch.ones(1, 8, dtype=torch.long), "attention_mask": torch.ones(1, 8, dtype=torch.long)}
+        ones = torch.ones(1, 8, dtype=torch.long)
+        example = {"input_ids": ones, "attention_mask": ones}
         files[name] = attprune.export(model, folder / f"minilm_{name}.onnx", format="onnx", example=example)
     table["file_mib"] = {n: _mib(f) for n, f in files.items()}
     sessions = {n: ort.InferenceSession(str(f), options, providers=["CPUExecutionProvider"]) for n, f in files.items()}
@@ -142,11 +145,11 @@ def markdown(result: dict) -> str:
         md += ["## ONNX Runtime (CPU): MiniLM classifier, 50% FFN + 50% heads", "",
                f"files: dense {o['file_mib']['dense']} MiB, compact {o['file_mib']['compact']} MiB; FLOP-ideal "
                f"speedup {o['flop_ideal_speedup']:.2f}x", "",
-               "| batch x 128 tokens | dense ms | compact ms | speedup | share of FLOP-ideal |", "|---|---|---|---|---|"]
+               "| batch x 128 tokens | dense ms | compact ms | speedup | share of FLOP-ideal |",
+               "|---|---|---|---|---|"]
         for batch, r in o["batches"].items():
-            md.append(f"| {batch} | {r['dense']['median_ms']:.1f} [{r['dense']['p25_ms']:.1f}, {r['dense']['p75_ms']:.1f}]"
-                      f" | {r['compact']['median_ms']:.1f} [{r['compact']['p25_ms']:.1f}, {r['compact']['p75_ms']:.1f}]"
-                      f" | {r['speedup']:.2f}x | {r['share_of_ideal']:.0%} |")
+            cells = [f"{t['median_ms']:.1f} [{t['p25_ms']:.1f}, {t['p75_ms']:.1f}]" for t in (r["dense"], r["compact"])]
+            md.append(f"| {batch} | {cells[0]} | {cells[1]} | {r['speedup']:.2f}x | {r['share_of_ideal']:.0%} |")
     return "\n".join(md) + "\n"
 
 

@@ -1,5 +1,6 @@
 """What gets installed and what ``import attprune`` loads."""
 
+import importlib.util
 import subprocess
 import sys
 import tomllib
@@ -25,7 +26,12 @@ def test_triton_kernels_live_inside_the_package():
     import attprune.ops.triton
 
     assert Path(attprune.ops.triton.__file__).parent == ROOT / "attprune" / "ops" / "triton"
-    assert not import_utils.is_kernels_available()  # transformers finds no "kernels" package of ours
+    # transformers probes for a top-level "kernels" (Hugging Face's, which transformers >= 5.25 depends on):
+    # it must never take our kernels/ source folder (a namespace package when the repo root is on sys.path)
+    spec = importlib.util.find_spec("kernels")
+    found = [] if spec is None else [spec.origin or "", *(spec.submodule_search_locations or [])]
+    ours = any(Path(f).resolve().is_relative_to(ROOT / "kernels") for f in found if f)
+    assert not (ours and import_utils.is_kernels_available())
 
 
 def test_the_core_import_is_light():

@@ -139,8 +139,8 @@ def _uniform_group_size(values: dict[str, torch.Tensor], counts: dict[str, int],
 
 
 def make_plan(scores: Scores, *, ffn: float = 0.0, heads: float = 0.0, scope: str = "global",
-              normalize: str = "layer", rank_by: str = "mean_abs", round_to: int | dict[str, int] = 1, min_keep: int = 1,
-              kv_heads: dict[str, int] | None = None) -> Plan:
+              normalize: str = "layer", rank_by: str = "mean_abs", round_to: int | dict[str, int] = 1,
+              min_keep: int = 1, kv_heads: dict[str, int] | None = None) -> Plan:
     """Turn scores into a plan that removes the fraction ``ffn`` of FFN neurons and
     ``heads`` of attention heads (see the module docstring for every option).
 
