@@ -129,3 +129,18 @@ def test_summary_checks_targets_from_result_files(tmp_path):
     assert met["ig: >= fisher, grad_x_act, activation at 70%"]["met"] is True
     assert met["ig: >= 95% of dense at 50% FFN"]["value"] == "94.4%"  # (0.8/0.8 + 0.8/0.9) / 2
     assert "| ig, rank_by=abs |" in (tmp_path / "summary.md").read_text()
+
+
+def test_report_bands_carry_each_rows_interval_and_plot_draws_them(tmp_path):
+    from attprune.tasks import report
+
+    rows = [{"task": "bbc", "method": "ig", "sparsity": s, "accuracy": a, "ci95": [a - 0.05, a + 0.04]}
+            for s, a in ((0.1, 0.5), (0.3, 0.4))] + [{"task": "bbc", "method": "fisher", "sparsity": 0.1,
+                                                      "accuracy": 0.45}]
+    intervals = report.bands(rows)
+    assert intervals["bbc"]["ig"] == {0.1: pytest.approx((0.45, 0.54)), 0.3: pytest.approx((0.35, 0.44))}
+    assert "fisher" not in intervals["bbc"]  # no interval recorded, no band
+    pytest.importorskip("matplotlib")
+    path = report.plot(report.curves(rows), tmp_path / "a.png", title="t", intervals=intervals, log_y=True,
+                       y_label="perplexity")
+    assert path.is_file() and path.read_bytes()[:4] == b"\x89PNG"

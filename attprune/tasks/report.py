@@ -24,6 +24,16 @@ def curves(rows: list[dict], *, x: str = "sparsity", line: str = "method", panel
     return out
 
 
+def bands(rows: list[dict], *, x: str = "sparsity", line: str = "method", panel: str = "task",
+          where: dict | None = None, key: str = "ci95") -> dict:
+    """{panel: {line: {x: (low, high)}}}: the 95% interval each matching row carries under ``key``."""
+    out: dict = defaultdict(lambda: defaultdict(dict))
+    for r in rows:
+        if key in r and not (where and any(r.get(k) != v for k, v in where.items())):
+            out[r[panel]][r[line]][r[x]] = tuple(r[key])
+    return out
+
+
 def markdown_table(data: dict, *, x_label: str = "sparsity", fmt: str = "{:.3f}") -> str:
     """One table per panel: rows = x values, columns = lines (mean +- std over repeats)."""
     parts = []
@@ -46,7 +56,10 @@ def markdown_table(data: dict, *, x_label: str = "sparsity", fmt: str = "{:.3f}"
 
 
 def plot(data: dict, path: Path, *, title: str, x_label: str = "sparsity", dense: dict | None = None,
-         dense_label: str = "dense") -> Path | None:
+         dense_label: str = "dense", y_label: str = "accuracy", intervals: dict | None = None,
+         log_y: bool = False) -> Path | None:
+    """One panel per key of ``data`` (``curves``), a line per method; ``intervals`` (``bands``)
+    drawn as shaded 95% bands around the lines."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -63,12 +76,19 @@ def plot(data: dict, path: Path, *, title: str, x_label: str = "sparsity", dense
             xs = sorted(values)
             ms = [mean_std(values[x])[0] for x in xs]
             ss = [mean_std(values[x])[1] for x in xs]
-            ax.errorbar(xs, ms, yerr=ss if any(ss) else None, marker="o", ms=3, capsize=2, label=name)
+            drawn = ax.errorbar(xs, ms, yerr=ss if any(ss) else None, marker="o", ms=3, capsize=2, label=name)
+            band = (intervals or {}).get(panel, {}).get(name, {})
+            if band:
+                bx = [x for x in xs if x in band]
+                ax.fill_between(bx, [band[x][0] for x in bx], [band[x][1] for x in bx], alpha=0.12,
+                                color=drawn.lines[0].get_color(), lw=0)
         if dense and panel in dense:
             ax.axhline(dense[panel], color="black", ls="--", lw=0.8, label=dense_label)
         ax.set_title(panel)
         ax.set_xlabel(x_label)
-        ax.set_ylabel("accuracy")
+        ax.set_ylabel(y_label)
+        if log_y:
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")

@@ -267,14 +267,19 @@ def markdown(rows: list[dict], compared: list[dict], compact: dict | None, timin
 
 
 def plot(rows: list[dict], out: Path) -> None:
-    pruned = [dict(r, accuracy=r["accuracy"]["value"], method=_name(r)) for r in rows if r["kind"] != "dense"]
+    """Accuracy (95% bands) and perplexity (log scale) vs sparsity, one figure per kind."""
+    pruned = [dict(r, accuracy=r["accuracy"]["value"], ci95=[r["accuracy"]["low"], r["accuracy"]["high"]],
+                   method=_name(r)) for r in rows if r["kind"] != "dense"]
     dense = {r["task"]: r["accuracy"]["value"] for r in rows if r["kind"] == "dense"}
+    dense_ppl = {r["task"]: r["perplexity"] for r in rows if r["kind"] == "dense"}
     for kind in sorted({r["kind"] for r in pruned}):
-        data = report.curves(pruned, where={"kind": kind})
-        report.plot(data, out / f"accuracy_{kind}.png", title=f"SmolLM2-135M, {kind} pruning", dense=dense)
-        ppl = report.curves([dict(r, accuracy=r["perplexity"]) for r in pruned], where={"kind": kind})
-        report.plot(ppl, out / f"perplexity_{kind}.png", title=f"SmolLM2-135M, {kind} pruning: perplexity "
-                    "(held-out text)")
+        where = {"kind": kind}
+        report.plot(report.curves(pruned, where=where), out / f"accuracy_{kind}.png",
+                    title=f"SmolLM2-135M, {kind} pruning (95% bands)", dense=dense,
+                    intervals=report.bands(pruned, where=where))
+        ppl = report.curves([dict(r, accuracy=r["perplexity"]) for r in pruned], where=where)
+        report.plot(ppl, out / f"perplexity_{kind}.png", title=f"SmolLM2-135M, {kind} pruning: held-out text",
+                    dense=dense_ppl, y_label="perplexity", log_y=True)
 
 
 def main(argv=None) -> int:
