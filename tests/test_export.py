@@ -19,6 +19,9 @@ from test_compact import aggressive_plan, logits, model_inputs
 
 import tiny
 
+# most exports here have odd widths on purpose; the warning itself is tested below
+pytestmark = pytest.mark.filterwarnings("ignore:pruned FFN widths:UserWarning")
+
 
 def uniform_plan(model, ffn=0.4, heads=0.34):
     scores = attprune.attribute(model, None, method="random", seed=3)
@@ -223,6 +226,19 @@ def test_gguf_export_runs_in_llama_cpp_with_equal_logits(family, dtype, scope, t
     arch = gguf.GGUFReader(str(path)).fields["general.architecture"].contents()
     assert arch == ("llama" if scope == "uniform" else "deci")
     check_in_llama_cpp(model, tokenizer, path, dtype)
+
+
+def test_gguf_export_warns_of_widths_llama_cpp_runs_slowly(tmp_path, recwarn):
+    tokenizer = tiny.byte_bpe_tokenizer()
+    model = tiny.causal_lm("llama", vocab_size=len(tokenizer))
+    scores = attprune.attribute(model, None, method="random")
+    odd = attprune.compact(copy.deepcopy(model), attprune.make_plan(scores, ffn=0.3, heads=0.34))
+    with pytest.warns(UserWarning, match="round_to"):
+        attprune.export(odd, tmp_path / "odd.gguf", format="gguf", tokenizer=tokenizer)
+    even = attprune.compact(model, attprune.make_plan(scores, ffn=0.3, heads=0.34, round_to={"ffn": 32}))
+    recwarn.clear()
+    attprune.export(even, tmp_path / "even.gguf", format="gguf", tokenizer=tokenizer)
+    assert not [w for w in recwarn if "round_to" in str(w.message)]
 
 
 def test_gguf_export_refuses_what_llama_cpp_cannot_run(tmp_path):
