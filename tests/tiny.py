@@ -173,14 +173,14 @@ def byte_bpe_tokenizer(vocab_size=320):
     return tf.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
 
 
-def causal_lm(family="llama", vocab_size=VOCAB, dtype=torch.float32, layers=3):
+def causal_lm(family="llama", vocab_size=VOCAB, dtype=torch.float32, layers=3, hidden=48):
     """A tiny Llama / Mistral / Qwen2 causal LM with ``layers`` blocks and a given vocabulary."""
     config_cls, model_cls = {"llama": (tf.LlamaConfig, tf.LlamaForCausalLM),
                              "mistral": (tf.MistralConfig, tf.MistralForCausalLM),
                              "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM)}[family]
     extra = {"sliding_window": None} if family == "mistral" else {}
     torch.manual_seed(0)
-    cfg = config_cls(vocab_size=vocab_size, hidden_size=48, intermediate_size=45, num_hidden_layers=layers,
+    cfg = config_cls(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=45, num_hidden_layers=layers,
                      num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=128,
                      pad_token_id=0, tie_word_embeddings=family != "mistral", **extra)
     return model_cls(cfg).to(dtype).eval()

@@ -165,6 +165,24 @@ def _add_tokenizer(writer, tokenizer, n_vocab: int, pre: str | None) -> None:
         writer.add_chat_template(tokenizer.chat_template)
 
 
+def _add_hyperparameters(writer, config, shapes: list, uniform: bool) -> None:
+    """Sizes, rotary and norm settings; per-layer arrays where the layers differ (``deci``)."""
+    per_layer = (lambda values: values[0]) if uniform else list
+    head_dim = shapes[0].head_dim
+    writer.add_block_count(len(shapes))
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(per_layer([s.ffn for s in shapes]))
+    writer.add_head_count(per_layer([s.heads for s in shapes]))
+    writer.add_head_count_kv(per_layer([s.kv_heads for s in shapes]))
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(_rope_theta(config))
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_vocab_size(config.vocab_size)
+
+
 def export_gguf(model: nn.Module, out: str | Path, *, tokenizer, dtype: str = "f16",
                 tokenizer_pre: str | None = None) -> Path:
     """Write a Llama-family causal LM (compacted or dense) as one GGUF file for llama.cpp.
@@ -190,27 +208,14 @@ def export_gguf(model: nn.Module, out: str | Path, *, tokenizer, dtype: str = "f
                       "than the dense model's (measured: bench/results/export/); make the plan with "
                       "round_to={'ffn': 32}", UserWarning, stacklevel=3)
     uniform = len({(s.ffn, s.heads, s.kv_heads) for s in shapes}) == 1
-    arch = "llama" if uniform else "deci"
-    per_layer = (lambda values: values[0]) if uniform else list
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    writer = gguf.GGUFWriter(str(tmp), arch)
+    writer = gguf.GGUFWriter(str(tmp), "llama" if uniform else "deci")
     try:
         writer.add_name(getattr(config, "_name_or_path", "") or type(model).__name__)
-        writer.add_block_count(len(shapes))
-        writer.add_context_length(config.max_position_embeddings)
-        writer.add_embedding_length(config.hidden_size)
-        writer.add_feed_forward_length(per_layer([s.ffn for s in shapes]))
-        writer.add_head_count(per_layer([s.heads for s in shapes]))
-        writer.add_head_count_kv(per_layer([s.kv_heads for s in shapes]))
-        writer.add_key_length(head_dim)
-        writer.add_value_length(head_dim)
-        writer.add_rope_dimension_count(head_dim)
-        writer.add_rope_freq_base(_rope_theta(config))
-        writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-        writer.add_vocab_size(config.vocab_size)
+        _add_hyperparameters(writer, config, shapes, uniform)
         writer.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                               "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype])
         _add_tokenizer(writer, tokenizer, config.vocab_size, tokenizer_pre)
