@@ -56,7 +56,8 @@ def run_llm_demo(out: str | Path = "out/demo-llm", task: str = "bbc", n_attr: in
             ig_scores = scores
         print(f"{method}: scored from {n_attr} prompts in {seconds[method]:.1f} s", flush=True)
     _print_table(rows, dense)
-    small = pruned_copy(run, make_plan(ig_scores, ffn=ffn))
+    # FFN widths at multiples of 32: what llama.cpp runs fast (bench/results/export/)
+    small = pruned_copy(run, make_plan(ig_scores, ffn=ffn, round_to={"ffn": 32}))
     save_pretrained(small, out / "model", tokenizer=tokenizer)
     reloaded = from_pretrained(out / "model")
     tokens = torch.randint(100, model.config.vocab_size, (1, 128), generator=torch.Generator().manual_seed(0))
@@ -68,19 +69,52 @@ def run_llm_demo(out: str | Path = "out/demo-llm", task: str = "bbc", n_attr: in
           f"{params['compact']:,}; CPU prefill (1 x 128 tokens) {timing['dense'].median_ms:.0f} -> "
           f"{timing['compact'].median_ms:.0f} ms ({timing['dense'].median_ms / timing['compact'].median_ms:.2f}x); "
           f"decoding {decode['dense']:.1f} -> {decode['compact']:.1f} tokens/s")
-    plot = report.plot(report.curves(rows), out / "demo_llm.png", title="SmolLM2-135M: FFN pruning",
-                       dense={task: dense["accuracy"].value})
+    gguf_file = _export_for_llama_cpp(reloaded, tokenizer, out / "model.gguf")
+    bands = report.bands([dict(r, ci95=[r["interval"]["low"], r["interval"]["high"]]) for r in rows])
+    plot = report.plot(report.curves(rows), out / "demo_llm.png", title="SmolLM2-135M: FFN pruning (95% bands)",
+                       dense={task: dense["accuracy"].value}, intervals=bands)
     summary = {"task": task, "n_attr": n_attr, "max_test": len(run.test), "ig": LLM_IG, "rows": rows,
                "dense": {"accuracy": dense["accuracy"].to_dict(), "perplexity": dense["perplexity"],
                          "majority": run.chance},
                "attribution_seconds": seconds, "compact": {"ffn": ffn, "params": params,
                                                            "prefill_ms": {k: v.to_dict() for k, v in timing.items()},
-                                                           "decode_tokens_per_s": decode},
+                                                           "decode_tokens_per_s": decode,
+                                                           "gguf": str(gguf_file) if gguf_file else None},
                "seconds": round(time.perf_counter() - started, 1)}
     write_json(out / "demo_llm.json", summary)
     print(f"wrote {out / 'demo_llm.json'}" + (f" and {plot}" if plot else "") +
           f" ({time.perf_counter() - started:.0f} s)")
     return summary
+
+
+def _export_for_llama_cpp(model, tokenizer, path: Path) -> Path | None:
+    """The compact model as an f16 GGUF file; with llama-cpp-python installed, a greedy
+    continuation from llama.cpp beside the torch one."""
+    try:
+        from .export import export
+        path = export(model, path, format="gguf", tokenizer=tokenizer, dtype="f16")
+    except ImportError as err:
+        print(f"no GGUF export ({err})")
+        return None
+    print(f"exported for llama.cpp: {path} ({path.stat().st_size / 2**20:.0f} MiB, f16)")
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        print("(pip install 'attprune[llamacpp]' to run it here: llama_cpp.Llama(path))")
+        return path
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                           add_generation_prompt=True, tokenize=False)
+    ids = tokenizer(prompt)["input_ids"]
+    with torch.no_grad():
+        ours = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0, len(ids):]
+    llm = Llama(str(path), n_ctx=256, n_threads=2, verbose=False)
+    try:
+        theirs = llm.create_completion(prompt, max_tokens=12, temperature=0.0)["choices"][0]["text"]
+    finally:
+        llm.close()
+    print(f"greedy answer, torch:     {tokenizer.decode(ours, skip_special_tokens=True)!r}\n"
+          f"greedy answer, llama.cpp: {theirs!r}")
+    return path
 
 
 def _print_table(rows: list[dict], dense: dict) -> None:
