@@ -19,6 +19,7 @@ from torch import nn
 
 from ..compact.core import conv1d_to_linear
 from ..errors import ExportError, InputTypeError, missing_dependency
+from ..sites.site import is_conv1d
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids", "decoder_input_ids", "decoder_attention_mask")
 
@@ -67,7 +68,11 @@ def export_onnx(model: nn.Module, out: str | Path, *, example: dict, opset: int 
     inputs = _inputs(model, example)
     names = tuple(inputs)
     device = next(model.parameters()).device
-    graph = _Positional(conv1d_to_linear(copy.deepcopy(model)), names).eval()
+    # only a model with Conv1D layers is copied (to swap them): the export traces, it does not change weights
+    has_conv1d = any(is_conv1d(m) for m in model.modules())
+    graph = _Positional(conv1d_to_linear(copy.deepcopy(model)) if has_conv1d else model, names)
+    was_training = model.training
+    graph.eval()
     axes = {n: {0: "batch", 1: "decoder_sequence" if n.startswith("decoder") else "sequence"} for n in names}
     axes["logits"] = {0: "batch"}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -79,5 +84,6 @@ def export_onnx(model: nn.Module, out: str | Path, *, example: dict, opset: int 
                               output_names=["logits"], dynamic_axes=axes, opset_version=opset, dynamo=False)
         os.replace(tmp, out)
     finally:
+        model.train(was_training)
         tmp.unlink(missing_ok=True)
     return out
