@@ -465,7 +465,7 @@ def _fetch(args) -> int:
         task = load_task(name)
         print(f"{name}: {len(task.train)} train / {len(task.dev)} dev / {len(task.test)} test")
     for pair in UNSEEN:
-        print(f"{pair}: {len(load_unseen(pair))} test examples")
+        print(f"{pair}: {len(load_unseen(pair, n=None))} test examples")
     print(f"task pack ready (corpora in {raw})")
     if not args.no_llm:
         from .models import fetch_smollm2

@@ -138,9 +138,14 @@ def text_batches(rows: list[dict], tokenizer, *, task: str, text_column: str = "
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, batches: list[dict]) -> float:
-    """Accuracy over examples (sequence tasks) or over labelled tokens (token tasks)."""
-    correct = total = 0
+def correctness(model: nn.Module, batches: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example: how many of its labels the model predicts right, and how many it has
+    (1 for sequence tasks; labelled tokens for token tasks), in the order of ``batches``.
+
+    >>> correct, labelled = correctness(model, batches)
+    >>> float(correct.sum() / labelled.sum())        # == accuracy(model, batches)
+    """
+    correct, labelled = [], []
     was_training = model.training
     model.eval()
     for batch in batches:
@@ -148,9 +153,20 @@ def accuracy(model: nn.Module, batches: list[dict]) -> float:
         predicted = model(**inputs).logits.argmax(-1)
         labels = batch["labels"]
         keep = labels != IGNORE_INDEX
-        correct += int((predicted[keep] == labels[keep]).sum())
-        total += int(keep.sum())
+        hits = (predicted == labels) & keep
+        if labels.dim() > 1:  # token task: count per example
+            hits, keep = hits.flatten(1).sum(1), keep.flatten(1).sum(1)
+        correct.append(hits.long())
+        labelled.append(keep.long())
     model.train(was_training)
-    if total == 0:
+    correct = torch.cat(correct) if correct else torch.zeros(0, dtype=torch.long)
+    labelled = torch.cat(labelled) if labelled else torch.zeros(0, dtype=torch.long)
+    if int(labelled.sum()) == 0:
         raise InputError("no labelled examples to evaluate")
-    return correct / total
+    return correct, labelled
+
+
+def accuracy(model: nn.Module, batches: list[dict]) -> float:
+    """Accuracy over examples (sequence tasks) or over labelled tokens (token tasks)."""
+    correct, labelled = correctness(model, batches)
+    return int(correct.sum()) / int(labelled.sum())

@@ -126,7 +126,7 @@ def run_task_demo(out: str | Path = "out/demo", tasks: tuple[str, ...] = ("hedge
         print(f"{task}: scored {neurons:,} FFN neurons from {n_attr} examples: "
               + ", ".join(f"{m} {cost[f'{task}/{m}']:.1f} s" for m in DEMO_METHODS) + " (as first computed)")
     data = report.curves(rows)
-    _print_table(data, dense, max_test)
+    _print_table(data, report.bands(rows), dense, max_test)
     print(f"\ncompacted at {ffn:.0%} FFN sparsity (IG), CPU, a batch of 32 x 64 tokens, "
           "median of 15 interleaved runs:")
     for task, c in compacted.items():
@@ -135,7 +135,8 @@ def run_task_demo(out: str | Path = "out/demo", tasks: tuple[str, ...] = ("hedge
               f"{c['latency']['dense']['p25_ms']:.0f}-{c['latency']['dense']['p75_ms']:.0f}, compact "
               f"{c['latency']['compact']['p25_ms']:.0f}-{c['latency']['compact']['p75_ms']:.0f} ms); accuracy "
               f"masked {c['masked_accuracy']:.3f} == compact {c['compact_accuracy']:.3f}")
-    plot = report.plot(data, out / "demo.png", title="FFN pruning of the multi-task MiniLM", dense=dense)
+    plot = report.plot(data, out / "demo.png", title="FFN pruning of the multi-task MiniLM", dense=dense,
+                       intervals=report.bands(rows))
     write_json(out / "demo.json", {"rows": rows, "dense": dense, "compact": compacted, "n_attr": n_attr,
                                    "max_test": max_test, "ig": DEMO_IG, "attribution_seconds": cost,
                                    "multitask": mt.report, "seconds": round(time.perf_counter() - started, 1)})
@@ -149,11 +150,14 @@ def run_task_demo(out: str | Path = "out/demo", tasks: tuple[str, ...] = ("hedge
     return {"rows": rows, "dense": dense, "compact": compacted}
 
 
-def _print_table(data: dict, dense: dict, max_test: int) -> None:
-    print(f"\naccuracy after removing FFN neurons (test, <= {max_test} examples; dense in brackets)")
+def _print_table(data: dict, intervals: dict, dense: dict, max_test: int) -> None:
+    print(f"\naccuracy after removing FFN neurons [95% bootstrap interval] (test, <= {max_test} examples; "
+          "dense in brackets)")
     print("| task | method | " + " | ".join(f"{s:.0%}" for s in DEMO_SPARSITIES) + " |")
     print("|" + "---|" * (len(DEMO_SPARSITIES) + 2))
     for task, lines in data.items():
         for method, values in lines.items():
+            band = intervals[task][method]
             print(f"| {task} ({dense[task]:.3f}) | {method} | " +
-                  " | ".join(f"{values[s][0]:.3f}" for s in DEMO_SPARSITIES) + " |")
+                  " | ".join(f"{values[s][0]:.3f} [{band[s][0]:.2f}, {band[s][1]:.2f}]" for s in DEMO_SPARSITIES)
+                  + " |")

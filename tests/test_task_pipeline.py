@@ -56,3 +56,42 @@ def test_score_cache_reuses_scores_and_serves_a_subset_of_units(hedge, tmp_path,
         score(run, "ig", attribution_rows("hedge", 5), units=("ffn",), steps=4, cache=tmp_path)
     with pytest.raises(pytest.fail.Exception):
         score(run, "ig", rows, units=("ffn",), steps=8, cache=tmp_path)
+
+
+def test_evaluate_equals_the_masked_model_per_example_and_is_cached(hedge, tmp_path, monkeypatch):
+    from attprune.plan import make_plan
+    from attprune.tasks import experiment
+    from attprune.tasks.experiment import evaluate
+
+    _, run = hedge
+    scores, _ = score(run, "activation", attribution_rows("hedge", 8))
+    outcome = evaluate(run, make_plan(scores, ffn=0.6), cache=tmp_path)
+    assert len(outcome.correct) == 300 and set(outcome.labelled.tolist()) == {1}
+    assert outcome.accuracy == masked_accuracy(run, scores, ffn=0.6)
+    interval = outcome.interval()
+    assert interval.low < outcome.accuracy < interval.high
+    assert evaluate(run, cache=tmp_path).accuracy == run.dense
+    monkeypatch.setattr(experiment, "correctness", lambda *a, **k: pytest.fail("evaluated a cached plan again"))
+    again = evaluate(run, make_plan(scores, ffn=0.6), cache=tmp_path)
+    assert (again.correct == outcome.correct).all()
+    with pytest.raises(pytest.fail.Exception):  # another plan: another entry
+        evaluate(run, make_plan(scores, ffn=0.5), cache=tmp_path)
+
+
+def test_test_examples_are_batched_by_length_without_changing_the_result(hedge):
+    from attprune.tasks.encode import accuracy, encode
+    from attprune.tasks.pack import load_task
+
+    mt, run = hedge
+    widths = [b["input_ids"].shape[1] for b in run.test]
+    assert widths == sorted(widths)
+    unsorted = encode(load_task("hedge").test[:300], mt.tokenizer, "sequence", 64, 64)
+    assert accuracy(run.model, unsorted) == run.dense
+
+
+def test_unseen_domain_sets_are_prefixes_of_one_seeded_order():
+    from attprune.tasks.pack import load_unseen
+
+    ten, twenty = load_unseen("mr->tweets", n=10), load_unseen("mr->tweets", n=20)
+    assert len(ten) == 10 and twenty[:10] == ten
+    assert len(load_unseen("mr->tweets", n=None)) > 20

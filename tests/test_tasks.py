@@ -101,34 +101,46 @@ def test_accuracy_counts_labelled_positions():
 
 
 def test_summary_checks_targets_from_result_files(tmp_path):
-    """The target table is computed from the rows: means over tasks, seeds averaged, both IG rankings."""
+    """Targets from the main sweep's rows and its pooled paired comparisons: met / missed only
+    when the whole interval says so."""
     import json
 
     from attprune.tasks import summary
 
-    dense = {"a": 0.8, "b": 0.9}
+    dense = {"a": {"accuracy": 0.8, "ci95": [0.77, 0.83], "examples": 800},
+             "b": {"accuracy": 0.9, "ci95": [0.88, 0.92], "examples": 600}}
     rows = []
     for task in dense:
-        for s, ig, act, fisher, gxa, mag in ((0.5, 0.78, 0.77, 0.76, 0.7, 0.6), (0.7, 0.74, 0.75, 0.70, 0.6, 0.55)):
-            for method, acc in (("ig", ig), ("activation", act), ("fisher", fisher), ("grad_x_act", gxa),
-                                ("magnitude", mag)):
-                rows.append(dict(task=task, method=method, seed=0, units="ffn", sparsity=s, accuracy=acc))
-            rows += [dict(task=task, method="random", seed=k, units="ffn", sparsity=s, accuracy=0.5 + 0.02 * k)
+        for s, ig, act in ((0.5, 0.78, 0.77), (0.7, 0.74, 0.75)):
+            rows += [dict(task=task, method="ig", draw=d, units="ffn", sparsity=s, accuracy=ig + 0.01 * d)
+                     for d in (0, 1)]
+            rows.append(dict(task=task, method="activation", draw=0, units="ffn", sparsity=s, accuracy=act))
+            rows += [dict(task=task, method="random", draw=k, units="ffn", sparsity=s, accuracy=0.5 + 0.02 * k)
                      for k in range(3)]
-    (tmp_path / "main_sweep.json").write_text(json.dumps({"dense": dense, "rows": rows}))
-    ranking = [dict(task=t, method="global/mean_abs", sparsity=s, accuracy=a)
-               for t in dense for s, a in ((0.5, 0.8), (0.7, 0.76))]
-    (tmp_path / "ranking.json").write_text(json.dumps({"dense": dense, "rows": ranking}))
+
+    def pooled(versus, s, value, low, high, verdict):
+        return dict(units="ffn", sparsity=s, versus=versus, tasks=2, verdict=verdict,
+                    ig_minus_other={"value": value, "low": low, "high": high})
+
+    comparisons = [pooled("random", 0.7, 0.25, 0.12, 0.3, "ahead"), pooled("magnitude", 0.7, 0.3, 0.2, 0.4, "ahead"),
+                   pooled("activation", 0.7, -0.01, -0.03, 0.01, "tied"),
+                   pooled("fisher", 0.7, 0.02, 0.01, 0.03, "ahead"), pooled("activation", 0.5, -0.04, -0.06, -0.01,
+                                                                             "behind")]
+    (tmp_path / "main_sweep.json").write_text(json.dumps({"config": {"max_test": None}, "dense": dense, "rows": rows,
+                                                          "pooled_comparisons": comparisons}))
     out = summary.write(tmp_path)
-    met = {t["target"]: t for t in out["targets"]}
-    assert out["ffn_mean_accuracy"]["random"][0.5] == pytest.approx(0.52)  # mean over 3 seeds and 2 tasks
-    # the main sweep's IG (ranked by |mean|) and the ranking experiment's (mean |.|, the default)
-    assert met["ig, rank_by=abs: >= 95% of dense at 50% FFN"]["met"] is False  # (0.78/0.8 + 0.78/0.9) / 2
-    assert met["ig, rank_by=abs: >= 10 points over the best data-free baseline at 70%"]["value"] == "+19.0 points"
-    assert met["ig, rank_by=abs: >= fisher, grad_x_act, activation at 70%"]["met"] is False  # activation 0.75
-    assert met["ig: >= fisher, grad_x_act, activation at 70%"]["met"] is True
-    assert met["ig: >= 95% of dense at 50% FFN"]["value"] == "94.4%"  # (0.8/0.8 + 0.8/0.9) / 2
-    assert "| ig, rank_by=abs |" in (tmp_path / "summary.md").read_text()
+    status = {t["target"]: t for t in out["targets"]}
+    assert out["ffn_mean_accuracy"]["random"][0.5] == pytest.approx(0.5)  # draw 0 only
+    assert out["test_examples"] == {"a": 800, "b": 600}
+    # IG at 50%, mean over tasks and both draws: (0.785 / 0.8 + 0.785 / 0.9) / 2
+    assert status["ig: >= 95% of dense at 50% FFN (mean over tasks and draws)"]["value"] == "92.7%"
+    best_free = status["ig: >= 10 points over the best data-free baseline at 70% FFN"]
+    assert best_free["value"].startswith("vs random: +25.0 [+12.0, +30.0]") and best_free["status"] == "met"
+    assert status["ig: >= fisher, grad_x_act, activation at 70% FFN"]["status"] == "undecided"  # activation tied
+    assert status["ig: >= fisher, grad_x_act, activation at 50% FFN"]["status"] == "missed"
+    assert summary.check({"value": 0.1, "low": 0.05, "high": 0.15}, 0.10) == "undecided"
+    assert summary.check({"value": 0.1, "low": 0.05, "high": 0.09}, 0.10) == "missed"
+    assert "| ffn | 70% | random | +25.0 [+12.0, +30.0] | IG ahead |" in (tmp_path / "summary.md").read_text()
 
 
 def test_report_bands_carry_each_rows_interval_and_plot_draws_them(tmp_path):

@@ -1,6 +1,7 @@
 """The real-task experiments: each writes ``<out>/<name>.json``, ``.md`` and ``.png``.
 
-* ``main_sweep``: every method, FFN and head sweeps, a joint point, attribution cost and
+* ``main_sweep``: every method, FFN and head sweeps, a joint point, three seeded draws of
+  attribution examples, IG against each method by paired bootstrap, attribution cost and
   the compacted model at 50% FFN;
 * ``low_resource``: IG from 8 / 32 / 128 labelled examples (seeded draws) vs the full set;
 * ``unsupervised``: IG with ``target="prediction"`` on unlabelled text vs labels;
@@ -8,21 +9,27 @@
   the target domain with the source head;
 * ``ranking``: global vs per-layer ranking and ``rank_by`` abs / mean_abs / signed.
 
-The budgets (examples for attribution, test examples) are arguments and recorded in the
-JSON: the defaults fit 2 CPU cores.  Scores are cached under ``<cache>/scores/<model key>/``
-(see :func:`experiment.score`), so experiments share them and a rerun after an interruption
-resumes where it stopped; delete that folder to recompute.
+Every experiment evaluates on the full test split by default (``max_test`` caps it), plans
+with make_plan's defaults and attributes with the library's defaults; every accuracy row
+carries its 95% bootstrap interval over test examples (``ci95``).  The budgets are arguments
+and recorded in the JSON.  Scores are cached under ``<cache>/scores/<model key>/`` (see
+:func:`experiment.score`) and per-example test results under ``<cache>/evals/<model key>/``
+(:func:`experiment.evaluate`), so experiments share them and a rerun after an interruption
+resumes where it stopped; delete those folders to recompute.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from . import report
-from .experiment import (METHODS, SPARSITIES, attribution_rows, compact_point, masked_accuracy, method_label, score,
-                         sweep, task_run)
+from ..plan import make_plan
+from .experiment import (DEFAULT_QUADRATURE, DEFAULT_STEPS, METHODS, attribution_rows, compact_point,
+                         evaluate, point_row, score, sweep, task_run)
+from .intervals import mean_of_groups, paired_difference, verdict
 from ..cache import cache_dir
 from .multitask import MultiTask
 from .pack import TASKS, UNSEEN, load_unseen
@@ -36,76 +43,195 @@ def score_cache(mt: MultiTask) -> Path:
 
 
 def _finish(out: Path, name: str, title: str, rows: list[dict], dense: dict, extra: dict, config: dict,
-            panels: list[tuple[str, dict, str]]) -> dict:
-    """Write JSON + markdown (+ one PNG per panel spec (suffix, where, x_label))."""
-    md = [f"# {title}", "", "dense test accuracy: " + ", ".join(f"{t} {a:.3f}" for t, a in dense.items()), ""]
+            panels: list[tuple[str, dict, str]], md_extra: list[str] = ()) -> dict:
+    """Write JSON + markdown (+ one PNG per panel spec (suffix, where, x_label)); ``dense``:
+    {task: row with accuracy and ci95}.  Tables and plots carry each point's 95% interval."""
+    md = [f"# {title}", "", "Accuracy [95% bootstrap interval over test examples].", "",
+          "dense test accuracy: " + ", ".join(f"{t} {_cell(d)} (n={d.get('examples', '?')})" for t, d in dense.items()),
+          ""]
     for suffix, where, x_label in panels:
         data = report.curves(rows, where=where, x=x_label)
-        md += [f"## {suffix}", "", report.markdown_table(data, x_label=x_label)]
+        intervals = report.bands(rows, where=where, x=x_label)
+        md += [f"## {suffix}" if suffix else "## accuracy", "",
+               report.markdown_table(data, x_label=x_label, intervals=intervals)]
         report.plot(data, out / f"{name}{'_' + suffix if suffix else ''}.png", title=f"{title}: {suffix}",
-                    x_label=x_label, dense=dense)
+                    x_label=x_label, dense={t: d["accuracy"] for t, d in dense.items()}, intervals=intervals)
     payload = {"config": config, "dense": dense, "rows": rows, **extra}
-    report.write(out, name, payload, "\n".join(md))
+    report.write(out, name, payload, "\n".join(md + list(md_extra)))
     return payload
+
+
+def _cell(row: dict) -> str:
+    return f"{row['accuracy']:.3f} [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}]"
 
 
 #: the heads sweep and the joint points use these methods (the FFN sweep uses all of METHODS)
 HEAD_METHODS = ("ig", "activation", "magnitude", "random")
-#: the main sweep ranks every method by |signed mean|, as its committed results were measured
-#: (before ``mean_abs`` became make_plan's default; the ranking experiment compares both)
-AS_MEASURED = {"rank_by": "abs"}
-#: the other experiments use make_plan's defaults
+#: every experiment plans with make_plan's defaults
 DEFAULT_PLAN = "global, normalize=layer, rank_by=mean_abs"
+#: the main sweep's sparsities, and those where every draw is evaluated and IG is compared
+MAIN_SPARSITIES, COMPARED = (0.3, 0.5, 0.7, 0.9), (0.5, 0.7)
 
 
-def main_sweep(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 32, max_test: int = 300,
-               steps: int = 20, random_seeds=(0, 1, 2), sparsities=SPARSITIES, progress: bool = True) -> dict:
-    rows, dense, cost, compacted = [], {}, {}, {}
-    bar = tqdm(total=len(tasks) * (len(METHODS) + len(random_seeds) - 1), desc="main sweep", disable=not progress)
+def eval_cache(mt: MultiTask) -> Path:
+    """Where the experiments keep per-example test results (``experiment.evaluate``)."""
+    return cache_dir() / "evals" / mt.config.key()
+
+
+def dense_row(run, mt: MultiTask) -> dict:
+    """The unpruned model's accuracy on the run's test examples, with its interval and their count."""
+    outcome = evaluate(run, cache=eval_cache(mt))
+    return point_row(outcome, examples=len(outcome.correct))
+
+
+def _draws(method: str, draws, random_seeds) -> tuple[int, ...]:
+    """Attribution draws (data-dependent methods), seeds (random) or the one data-free ranking."""
+    return tuple(random_seeds) if method == "random" else (0,) if method in DATA_FREE else tuple(draws)
+
+
+def main_sweep(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 32, draws=(0, 1, 2),
+               max_test: int | None = None, steps: int | str = DEFAULT_STEPS, random_seeds=(0, 1, 2),
+               sparsities=MAIN_SPARSITIES, compared=COMPARED, progress: bool = True) -> dict:
+    """Every method at every sparsity (FFN, heads, joint) on the full test sets with 95% intervals.
+
+    Draw 0 (the first ``n_attr`` training examples) is evaluated at every sparsity; the other
+    seeded draws of ``n_attr`` examples (random pruning: seeds) at ``compared``, where IG is set
+    against each method by a paired bootstrap over the same test examples.
+    """
+    rows, dense, cost, compacted, outcomes = [], {}, {}, {}, {}
+    total = sum(len(_draws(m, draws, random_seeds)) for m in METHODS) * len(tasks)
+    bar = tqdm(total=total, desc="main sweep", disable=not progress)
     for task in tasks:
         run = task_run(mt, task, max_test)
-        dense[task] = run.dense
-        attr = attribution_rows(task, n_attr)
+        dense[task] = dense_row(run, mt)
         for method in METHODS:
-            for seed in (random_seeds if method == "random" else (0,)):
-                scores, seconds = score(run, method, None if method in DATA_FREE else attr,
-                                        units=("ffn", "heads"), steps=steps, seed=seed, cache=score_cache(mt))
-                label = method_label(method, seed)
-                cost.setdefault(task, {})[label] = {"seconds": round(seconds, 2),
-                                                    "examples": 0 if method in DATA_FREE else len(attr)}
-                common = {"task": task, "method": method, "seed": seed}
-                kinds = ("ffn", "heads") if method in HEAD_METHODS and seed == 0 else ("ffn",)
-                for kind in kinds:
-                    rows += [dict(common, units=kind, **r)
-                             for r in sweep(run, scores, kind=kind, sparsities=sparsities, **AS_MEASURED)]
-                if "heads" in kinds:
-                    for heads in (0.25, 0.5):  # x = heads removed, with 50% of FFN neurons removed
-                        accuracy = masked_accuracy(run, scores, ffn=0.5, heads=heads, **AS_MEASURED)
-                        rows.append(dict(common, units="joint", sparsity=heads, accuracy=accuracy))
-                if method == "ig":
-                    compacted[task] = compact_point(run, scores, ffn=0.5, **AS_MEASURED)
+            for draw in _draws(method, draws, random_seeds):
+                attr = None if method in DATA_FREE else attribution_rows(task, n_attr, draw)
+                scores, seconds = score(run, method, attr, units=("ffn", "heads"), steps=steps,
+                                        quadrature=DEFAULT_QUADRATURE, seed=draw if method == "random" else 0,
+                                        cache=score_cache(mt))
+                cost.setdefault(task, {}).setdefault(method, []).append(round(seconds, 2))
+                common = {"task": task, "method": method, "draw": draw}
+                xs = sparsities if draw == 0 else compared
+                for kind in ("ffn", "heads") if method in HEAD_METHODS else ("ffn",):
+                    for s in xs:
+                        outcome = evaluate(run, make_plan(scores, **{kind: s}), eval_cache(mt))
+                        outcomes[(task, kind, method, draw, s)] = outcome
+                        rows.append(point_row(outcome, **common, units=kind, sparsity=s))
+                    if kind == "heads" and draw == 0:
+                        for heads in (0.25, 0.5):  # x = heads removed, with 50% of FFN neurons removed
+                            outcome = evaluate(run, make_plan(scores, ffn=0.5, heads=heads), eval_cache(mt))
+                            rows.append(point_row(outcome, **common, units="joint", sparsity=heads))
+                if method == "ig" and draw == 0:
+                    compacted[task] = compact_point(run, scores, ffn=0.5)
                 bar.update(1)
     bar.close()
-    config = dict(tasks=list(tasks), n_attr=n_attr, max_test=max_test, steps=steps, random_seeds=list(random_seeds),
-                  units="ffn+heads scored together", plan="global, normalize=layer, rank_by=abs")
-    return _finish(out, "main_sweep", "Pruning the multi-task MiniLM per task", rows, dense,
-                   {"attribution_cost": cost, "compact_at_50": compacted}, config,
-                   [("ffn", {"units": "ffn"}, "sparsity"), ("heads", {"units": "heads"}, "sparsity"),
-                    ("joint", {"units": "joint"}, "sparsity")])
+    config = dict(tasks=list(tasks), n_attr=n_attr, draws=list(draws), max_test=max_test, steps=steps,
+                  quadrature=DEFAULT_QUADRATURE, random_seeds=list(random_seeds), sparsities=list(sparsities),
+                  compared=list(compared), units="ffn+heads scored together", plan=DEFAULT_PLAN,
+                  intervals="95% percentile bootstrap over test examples (2000 resamples; pos: sentences)")
+    spread = draw_spread(rows)
+    compared_rows = comparisons(outcomes, tasks, compared)
+    extra = {"draw_spread": spread, "comparisons": compared_rows["per_task"],
+             "pooled_comparisons": compared_rows["pooled"], "attribution_seconds": cost, "compact_at_50": compacted}
+    md_extra = comparison_markdown(spread, compared_rows)
+    return _finish(out, "main_sweep", "Pruning the multi-task MiniLM per task", rows, dense, extra, config,
+                   [("ffn", {"units": "ffn", "draw": 0}, "sparsity"), ("heads", {"units": "heads", "draw": 0}, "sparsity"),
+                    ("joint", {"units": "joint"}, "sparsity")], md_extra)
+
+
+def draw_spread(rows: list[dict]) -> list[dict]:
+    """Mean, spread and range over the attribution draws of every (task, units, method, sparsity)
+    evaluated with more than one draw."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["units"], r["method"], r["sparsity"]), []).append(r["accuracy"])
+    out = []
+    for (task, units, method, s), values in groups.items():
+        if len(values) > 1:
+            mean, std = report.mean_std(values)
+            out.append(dict(task=task, units=units, method=method, sparsity=s, draws=len(values),
+                            mean=round(mean, 6), std=round(std, 6), min=min(values), max=max(values)))
+    return out
+
+
+def comparisons(outcomes: dict, tasks, compared) -> dict:
+    """IG minus each other method at ``compared`` sparsities, per task and pooled over tasks.
+
+    Each method's per-example correctness is averaged over its draws (seeds), then the difference
+    is bootstrapped over the same test examples (paired; pooled: stratified by task, the mean of
+    the per-task differences).  Verdicts: "ahead" / "behind" when the 95% interval excludes 0.
+    """
+    per_task, pooled = [], []
+    keys = sorted({(k[1], k[2], k[4]) for k in outcomes if k[2] != "ig" and k[4] in compared})
+    for units, method, s in keys:
+        groups = []
+        for task in tasks:
+            ig = _draw_mean(outcomes, task, units, "ig", s)
+            other = _draw_mean(outcomes, task, units, method, s)
+            if ig is None or other is None:
+                continue
+            difference = ig[0] - other[0]
+            interval = paired_difference(ig[0], other[0], totals=ig[1])
+            per_draw = [round(outcomes[k].accuracy - outcomes[(task, units, method, k[3], s)].accuracy, 6)
+                        for k in outcomes if k[:3] == (task, units, "ig") and k[4] == s
+                        and (task, units, method, k[3], s) in outcomes]
+            per_task.append(dict(task=task, units=units, sparsity=s, versus=method, ig_minus_other=interval.to_dict(),
+                                 verdict=verdict(interval), per_draw=per_draw))
+            groups.append((difference, ig[1]))
+        if groups:
+            interval = mean_of_groups(groups)
+            pooled.append(dict(units=units, sparsity=s, versus=method, tasks=len(groups),
+                               ig_minus_other=interval.to_dict(), verdict=verdict(interval)))
+    return {"per_task": per_task, "pooled": pooled}
+
+
+def _draw_mean(outcomes: dict, task: str, units: str, method: str, s: float):
+    """(per-example correct averaged over the draws, labelled) or None if never evaluated."""
+    found = [o for k, o in outcomes.items() if k[:3] == (task, units, method) and k[4] == s]
+    if not found:
+        return None
+    return np.mean([o.correct for o in found], axis=0), found[0].labelled
+
+
+def comparison_markdown(spread: list[dict], compared: dict) -> list[str]:
+    md = ["## IG against each method (paired 95% bootstrap over test examples, draws averaged)", "",
+          "Mean over tasks (stratified bootstrap):", "",
+          "| units | sparsity | versus | IG - other [95% CI] | verdict |", "|---|---|---|---|---|"]
+    md += [f"| {c['units']} | {c['sparsity']:.0%} | {c['versus']} | {_interval_text(c['ig_minus_other'])} | "
+           f"IG {c['verdict']} |" for c in compared["pooled"]]
+    md += ["", "Per task (per_draw: IG - other with the same draw):", "",
+           "| task | units | sparsity | versus | IG - other [95% CI] | per draw | verdict |",
+           "|---|---|---|---|---|---|---|"]
+    md += [f"| {c['task']} | {c['units']} | {c['sparsity']:.0%} | {c['versus']} | "
+           f"{_interval_text(c['ig_minus_other'])} | {', '.join(f'{d:+.3f}' for d in c['per_draw'])} | "
+           f"IG {c['verdict']} |" for c in compared["per_task"]]
+    md += ["", "## Spread over attribution draws", "", "| task | units | method | sparsity | draws | mean | std | range |",
+           "|---|---|---|---|---|---|---|---|"]
+    md += [f"| {d['task']} | {d['units']} | {d['method']} | {d['sparsity']:.0%} | {d['draws']} | {d['mean']:.3f} | "
+           f"{d['std']:.3f} | {d['min']:.3f}-{d['max']:.3f} |" for d in spread]
+    return md + [""]
+
+
+def _interval_text(interval: dict, scale: float = 100.0) -> str:
+    """A difference in points: +1.2 [-0.3, +2.6]."""
+    return (f"{scale * interval['value']:+.1f} [{scale * interval['low']:+.1f}, "
+            f"{scale * interval['high']:+.1f}] points")
 
 
 def low_resource(mt: MultiTask, out: Path, *, tasks=("hedge", "mr"), sizes=(8, 32, 128), n_full: int = 256,
-                 seeds=(1, 2), max_test: int = 300, steps: int = 20, sparsities=(0.5, 0.7),
+                 seeds=(1, 2), max_test: int | None = None, steps: int | str = DEFAULT_STEPS, sparsities=(0.5, 0.7),
                  progress: bool = True) -> dict:
     rows, dense = [], {}
     bar = tqdm(total=len(tasks) * (len(sizes) * len(seeds) + 1), desc="low resource", disable=not progress)
     for task in tasks:
         run = task_run(mt, task, max_test)
-        dense[task] = run.dense
+        dense[task] = dense_row(run, mt)
         draws = [(n_full, 0)] + [(n, s) for n in sizes for s in seeds]
         for n, seed in draws:
-            scores, _ = score(run, "ig", attribution_rows(task, n, seed), steps=steps, cache=score_cache(mt))
-            for r in sweep(run, scores, kind="ffn", sparsities=sparsities):
+            scores, _ = score(run, "ig", attribution_rows(task, n, seed), steps=steps, quadrature=DEFAULT_QUADRATURE,
+                              cache=score_cache(mt))
+            for r in sweep(run, scores, kind="ffn", sparsities=sparsities, cache=eval_cache(mt)):
                 rows.append(dict(task=task, examples=n, seed=seed, method=f"{int(r['sparsity'] * 100)}% ffn", **r))
             bar.update(1)
     bar.close()
@@ -115,18 +241,19 @@ def low_resource(mt: MultiTask, out: Path, *, tasks=("hedge", "mr"), sizes=(8, 3
                    [("", {}, "examples")])
 
 
-def unsupervised(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 32, max_test: int = 300,
-                 steps: int = 20, sparsities=SPARSITIES, progress: bool = True) -> dict:
+def unsupervised(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 32, max_test: int | None = None,
+                 steps: int | str = DEFAULT_STEPS, sparsities=MAIN_SPARSITIES, progress: bool = True) -> dict:
     rows, dense = [], {}
     bar = tqdm(total=len(tasks) * 2, desc="unsupervised", disable=not progress)
     for task in tasks:
         run = task_run(mt, task, max_test)
-        dense[task] = run.dense
+        dense[task] = dense_row(run, mt)
         attr = attribution_rows(task, n_attr)
         for target in ("label", "prediction"):
-            scores, _ = score(run, "ig", attr, steps=steps, target=target, cache=score_cache(mt))
-            rows += [dict(task=task, method=f"ig target={target}", **r) for r in sweep(run, scores, kind="ffn",
-                                                                                       sparsities=sparsities)]
+            scores, _ = score(run, "ig", attr, steps=steps, quadrature=DEFAULT_QUADRATURE, target=target,
+                             cache=score_cache(mt))
+            rows += [dict(task=task, method=f"ig target={target}", **r)
+                     for r in sweep(run, scores, kind="ffn", sparsities=sparsities, cache=eval_cache(mt))]
             bar.update(1)
     bar.close()
     config = dict(tasks=list(tasks), n_attr=n_attr, max_test=max_test, steps=steps, plan=DEFAULT_PLAN)
@@ -134,20 +261,21 @@ def unsupervised(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 
                    [("", {}, "sparsity")])
 
 
-def unseen_domain(mt: MultiTask, out: Path, *, pairs=tuple(UNSEEN), n_attr: int = 32, max_test: int = 300,
-                  steps: int = 20, sparsities=SPARSITIES, progress: bool = True) -> dict:
+def unseen_domain(mt: MultiTask, out: Path, *, pairs=tuple(UNSEEN), n_attr: int = 32, max_test: int = 1000,
+                  steps: int | str = DEFAULT_STEPS, sparsities=MAIN_SPARSITIES, progress: bool = True) -> dict:
     rows, dense = [], {}
     bar = tqdm(total=len(pairs) * 2, desc="unseen domain", disable=not progress)
     for pair in pairs:
         source = UNSEEN[pair][0]
         target_rows = load_unseen(pair, n=max_test + n_attr)
         run = task_run(mt, source, rows=target_rows[n_attr:])
-        dense[pair] = run.dense
+        dense[pair] = dense_row(run, mt)
         origins = (("source task", attribution_rows(source, n_attr)), ("target domain", target_rows[:n_attr]))
         for origin, attr in origins:
-            scores, _ = score(run, "ig", attr, steps=steps, cache=score_cache(mt))
+            scores, _ = score(run, "ig", attr, steps=steps, quadrature=DEFAULT_QUADRATURE,
+                              cache=score_cache(mt))
             rows += [dict(task=pair, method=f"scores from {origin}", **r)
-                     for r in sweep(run, scores, kind="ffn", sparsities=sparsities)]
+                     for r in sweep(run, scores, kind="ffn", sparsities=sparsities, cache=eval_cache(mt))]
             bar.update(1)
     bar.close()
     config = dict(pairs=list(pairs), n_attr=n_attr, max_test=max_test, steps=steps, plan=DEFAULT_PLAN,
@@ -156,18 +284,20 @@ def unseen_domain(mt: MultiTask, out: Path, *, pairs=tuple(UNSEEN), n_attr: int 
                    dense, {}, config, [("", {}, "sparsity")])
 
 
-def ranking(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 32, max_test: int = 300,
-            steps: int = 20, sparsities=(0.3, 0.5, 0.7), progress: bool = True) -> dict:
+def ranking(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 32, max_test: int | None = None,
+            steps: int | str = DEFAULT_STEPS, sparsities=COMPARED, progress: bool = True) -> dict:
     rows, dense = [], {}
     variants = [(scope, rank_by) for scope in ("global", "layer") for rank_by in ("abs", "mean_abs", "signed")]
     bar = tqdm(total=len(tasks), desc="ranking", disable=not progress)
     for task in tasks:
         run = task_run(mt, task, max_test)
-        dense[task] = run.dense
-        scores, _ = score(run, "ig", attribution_rows(task, n_attr), steps=steps, cache=score_cache(mt))
+        dense[task] = dense_row(run, mt)
+        scores, _ = score(run, "ig", attribution_rows(task, n_attr), steps=steps, quadrature=DEFAULT_QUADRATURE,
+                          cache=score_cache(mt))
         for scope, rank_by in variants:
             rows += [dict(task=task, method=f"{scope}/{rank_by}", **r)
-                     for r in sweep(run, scores, kind="ffn", sparsities=sparsities, scope=scope, rank_by=rank_by)]
+                     for r in sweep(run, scores, kind="ffn", sparsities=sparsities, scope=scope, rank_by=rank_by,
+                                     cache=eval_cache(mt))]
         bar.update(1)
     bar.close()
     config = dict(tasks=list(tasks), n_attr=n_attr, max_test=max_test, steps=steps)

@@ -40,3 +40,13 @@ def encode(rows: list[dict], tokenizer, kind: str, max_length: int, batch_size: 
             batch["labels"] = labels
         batches.append(batch)
     return batches
+
+
+def by_length(rows: list[dict], tokenizer, kind: str, max_length: int) -> list[dict]:
+    """``rows`` ordered by their length in tokens (stable), so that batches need little padding."""
+    if kind == "token":
+        lengths = [len(r["words"]) for r in rows]
+    else:
+        encoded = tokenizer([r["text"] for r in rows], truncation=True, max_length=max_length)
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+    return [rows[i] for i in sorted(range(len(rows)), key=lengths.__getitem__)]

@@ -13,20 +13,25 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from torch import nn
 
 from ..attribution import Scores, attribute
 from ..compact import compact, mask
-from ..io import json_digest
-from ..plan import make_plan
+from ..data import correctness
+from ..io import atomic_path, json_digest
+from ..plan import Plan, make_plan
 from ..timing import forward_latency
-from .encode import accuracy, encode
+from .encode import accuracy, by_length, encode
+from .intervals import Interval, mean_interval
 from .multitask import MultiTask
 from .pack import TASKS, load_task
 
 #: methods compared in the sweeps; "random" is run with several seeds
 METHODS = ("ig", "conductance", "grad_x_act", "fisher", "activation", "magnitude", "random")
 SPARSITIES = (0.1, 0.3, 0.5, 0.7, 0.9)
+#: attribution as the library does it by default (``AttributionConfig``)
+DEFAULT_STEPS, DEFAULT_QUADRATURE = "auto", "gausslegendre"
 
 
 @dataclass
@@ -36,9 +41,10 @@ class TaskRun:
     name: str
     model: nn.Module
     tokenizer: object
-    test: list[dict]  # encoded batches
+    test: list[dict]  # encoded batches, examples ordered by length (less padding)
     dense: float      # unpruned test accuracy
     model_key: str = ""  # the multi-task model's cache key (keys the score cache)
+    test_key: str = ""   # digest of the test examples and their encoding (keys the evaluation cache)
 
     @property
     def kind(self) -> str:
@@ -47,12 +53,56 @@ class TaskRun:
 
 def task_run(mt: MultiTask, name: str, max_test: int | None = None, rows: list[dict] | None = None,
              batch_size: int = 64) -> TaskRun:
-    """Encode a task's test split (or ``rows``), capped at ``max_test`` examples."""
+    """Encode a task's test split (or ``rows``), capped at ``max_test`` examples (None: all),
+    in batches of examples of similar length (the results do not depend on the order)."""
     spec = TASKS[name]
-    rows = load_task(name).test if rows is None else rows
-    test = encode(rows[:max_test], mt.tokenizer, spec.kind, spec.max_length, batch_size)
+    rows = (load_task(name).test if rows is None else rows)[:max_test]
+    rows = by_length(rows, mt.tokenizer, spec.kind, spec.max_length)
+    test = encode(rows, mt.tokenizer, spec.kind, spec.max_length, batch_size)
     view = mt.view(name)
-    return TaskRun(name, view, mt.tokenizer, test, accuracy(view, test), mt.config.key())
+    test_key = json_digest([rows, spec.kind, spec.max_length, batch_size])
+    return TaskRun(name, view, mt.tokenizer, test, accuracy(view, test), mt.config.key(), test_key)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Per-example results of one evaluation on a task's test examples (in ``TaskRun.test`` order)."""
+
+    correct: np.ndarray   # labels predicted right, per example
+    labelled: np.ndarray  # labels per example: 1 for sequence tasks, labelled words for token tasks
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.sum() / self.labelled.sum())
+
+    def interval(self) -> Interval:
+        """The accuracy and its 95% bootstrap interval over test examples."""
+        return mean_interval(self.correct, totals=self.labelled)
+
+
+def evaluate(run: TaskRun, plan: Plan | None = None, cache: Path | None = None) -> Outcome:
+    """The task's test results of the model pruned by ``plan`` (None: dense), evaluated on a
+    compacted copy (equal to the masked model, and faster).  With ``cache`` (a folder), results
+    are stored there keyed by model, test examples and plan, and reused."""
+    path = None
+    if cache is not None:
+        key = json_digest([run.model_key, run.test_key, plan.to_dict() if plan is not None else None])
+        path = Path(cache) / f"{run.name}-{key}.npz"
+        if path.is_file():
+            try:
+                with np.load(path) as stored:
+                    return Outcome(stored["correct"], stored["labelled"])
+            except (OSError, ValueError, KeyError):
+                pass  # unreadable: evaluated again and overwritten
+    model = run.model if plan is None else compact(copy.deepcopy(run.model), plan)
+    correct, labelled = correctness(model, run.test)
+    outcome = Outcome(correct.numpy(), labelled.numpy())
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, correct=outcome.correct, labelled=outcome.labelled)
+    return outcome
 
 
 def attribution_rows(name: str, n: int, seed: int = 0) -> list[dict]:
@@ -63,7 +113,7 @@ def attribution_rows(name: str, n: int, seed: int = 0) -> list[dict]:
     return rows[:n]
 
 
-def score(run: TaskRun, method: str, rows: list[dict] | None, *, units=("ffn",), steps: int = 20,
+def score(run: TaskRun, method: str, rows: list[dict] | None, *, units=("ffn",), steps: int | str = 20,
           quadrature: str = "riemann_right", target: str = "label", seed: int = 0, batch_size: int = 16,
           cache: Path | None = None) -> tuple[Scores, float]:
     """Scores of one method on ``rows`` (None for data-free methods) and the seconds it took.
@@ -120,10 +170,18 @@ def masked_accuracy(run: TaskRun, scores: Scores, *, ffn: float = 0.0, heads: fl
         return accuracy(run.model, run.test)
 
 
-def sweep(run: TaskRun, scores: Scores, *, kind: str = "ffn", sparsities=SPARSITIES, **plan_options) -> list[dict]:
-    """Accuracy at each sparsity of one unit kind (the other kind untouched)."""
-    return [{"sparsity": s, "accuracy": masked_accuracy(run, scores, **{kind: s}, **plan_options)}
+def sweep(run: TaskRun, scores: Scores, *, kind: str = "ffn", sparsities=SPARSITIES, cache: Path | None = None,
+          **plan_options) -> list[dict]:
+    """Accuracy and its 95% interval (``ci95``) at each sparsity of one unit kind (the other
+    kind untouched); ``cache``: see ``evaluate``."""
+    return [point_row(evaluate(run, make_plan(scores, **{kind: s}, **plan_options), cache), sparsity=s)
             for s in sparsities]
+
+
+def point_row(outcome: Outcome, **fields) -> dict:
+    """A result row: ``fields``, the accuracy and its 95% interval."""
+    interval = outcome.interval()
+    return dict(fields, accuracy=round(interval.value, 6), ci95=[round(interval.low, 6), round(interval.high, 6)])
 
 
 #: the batch every compacted model is timed on: the task's first test examples, padded to a fixed length

@@ -139,11 +139,12 @@ def load_task(name: str) -> TaskData:
     return TaskData(spec, *(_read_jsonl(f) for f in files))
 
 
-def load_unseen(pair: str, n: int = 1000, seed: int = SPLIT_SEED) -> list[dict]:
-    """Test examples of an unseen-domain pair (labels in the source task's classes)."""
+def load_unseen(pair: str, n: int | None = 1000, seed: int = SPLIT_SEED) -> list[dict]:
+    """The first ``n`` (None: all) test examples of an unseen-domain pair, in a seeded order
+    (labels in the source task's classes)."""
     if pair not in UNSEEN:
         raise KeyError(f"unknown unseen-domain pair {pair!r}; pairs: {', '.join(UNSEEN)}")
-    file = tasks_dir() / "unseen" / f"{pair.replace('->', '_to_')}.jsonl"
+    file = tasks_dir() / "unseen" / f"{pair.replace('->', '_to_')}-all.jsonl"
     if not file.is_file():
         raw = fetch_corpora()
         if pair == "mr->reviews":
@@ -154,5 +155,5 @@ def load_unseen(pair: str, n: int = 1000, seed: int = SPLIT_SEED) -> list[dict]:
         else:
             rows = _tagged(corpora.read_tagged(raw / "tagged-en-oanc.txt"))
         random.Random(seed).shuffle(rows)
-        _write_jsonl(file, rows[:n])
-    return _read_jsonl(file)
+        _write_jsonl(file, rows)
+    return _read_jsonl(file)[:n]

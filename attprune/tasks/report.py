@@ -34,8 +34,9 @@ def bands(rows: list[dict], *, x: str = "sparsity", line: str = "method", panel:
     return out
 
 
-def markdown_table(data: dict, *, x_label: str = "sparsity", fmt: str = "{:.3f}") -> str:
-    """One table per panel: rows = x values, columns = lines (mean +- std over repeats)."""
+def markdown_table(data: dict, *, x_label: str = "sparsity", fmt: str = "{:.3f}", intervals: dict | None = None) -> str:
+    """One table per panel: rows = x values, columns = lines (mean +- std over repeats, or a
+    single value with its 95% interval from ``intervals`` (``bands``))."""
     parts = []
     for panel, lines in data.items():
         xs = sorted({x for values in lines.values() for x in values})
@@ -49,7 +50,13 @@ def markdown_table(data: dict, *, x_label: str = "sparsity", fmt: str = "{:.3f}"
                     cells.append("-")
                     continue
                 m, s = mean_std(values)
-                cells.append(fmt.format(m) + (f" ± {s:.3f}" if len(values) > 1 else ""))
+                band = (intervals or {}).get(panel, {}).get(name, {}).get(x)
+                if len(values) > 1:
+                    cells.append(fmt.format(m) + f" ± {s:.3f}")
+                elif band:
+                    cells.append(fmt.format(m) + " [" + fmt.format(band[0]) + ", " + fmt.format(band[1]) + "]")
+                else:
+                    cells.append(fmt.format(m))
             parts.append(f"| {x} | " + " | ".join(cells) + " |")
         parts.append("")
     return "\n".join(parts)

@@ -1,8 +1,8 @@
 """The benchmark's targets, checked against the experiments' result files.
 
-Reads ``main_sweep.json``, ``ranking.json``, ``low_resource.json``, ``unsupervised.json`` and
-``unseen_domain.json`` from a results folder (whichever exist) and reports, averaged over the
-tasks each covers, where attribution-based pruning stands against each target:
+Reads ``main_sweep.json``, ``low_resource.json``, ``unsupervised.json`` and
+``unseen_domain.json`` from a results folder (whichever exist) and reports, over the tasks
+each covers, where attribution-based pruning stands against each target:
 
 * at 50% FFN sparsity, ``ig`` keeps >= 95% of the dense score;
 * at 70%, ``ig`` beats the best data-free baseline by >= 10 points and is at least as good
@@ -11,9 +11,11 @@ tasks each covers, where attribution-based pruning stands against each target:
 * unsupervised (own predictions) within 2 points of supervised;
 * scores from the source task within 3 points of scores from the target domain.
 
-``ig`` is reported twice: ranked by mean |per-example IG| (``rank_by="mean_abs"``, the plans'
-default, from the ranking experiment) as ``ig``, and by |mean IG| (the main sweep's ranking,
-the default before the benchmark showed the difference) as ``ig, rank_by=abs``.
+The main sweep's targets are read from its paired comparisons: the mean over tasks of IG's
+per-task difference to a method, with a 95% interval from a bootstrap over test examples
+stratified by task.  A target is "met" when the whole interval meets it, "missed" when the
+whole interval misses it, and "undecided" otherwise.  The other experiments' targets are
+differences of mean accuracies (their rows carry intervals; their differences are not paired).
 """
 
 from __future__ import annotations
@@ -42,61 +44,72 @@ def _by(rows, *keys) -> dict:
     return {k: statistics.fmean(v) for k, v in groups.items()}
 
 
-def ffn_table(main: dict, ranking: dict | None) -> dict[str, dict[float, dict[str, float]]]:
-    """{method: {sparsity: {task: accuracy}}} of the FFN sweeps: ``ig`` from the ranking
-    experiment (mean_abs), the main sweep's IG as ``ig, rank_by=abs``."""
-    table: dict = defaultdict(lambda: defaultdict(dict))
-    if ranking:
-        for (task, method, s), acc in _by(ranking["rows"], "task", "method", "sparsity").items():
-            if method == "global/mean_abs":
-                table["ig"][s][task] = acc
-    for (task, method, s), acc in _by([r for r in main["rows"] if r["units"] == "ffn"],
-                                      "task", "method", "sparsity").items():
-        table["ig, rank_by=abs" if method == "ig" else method][s][task] = acc
-    return table
-
-
 def _mean(values) -> float:
     return statistics.fmean(values) if values else float("nan")
 
 
-def summarize(folder: Path) -> dict:
-    main, ranking = _load(folder, "main_sweep"), _load(folder, "ranking")
-    out: dict = {"targets": []}
-    if main:
-        dense = main["dense"]
-        heads: dict = defaultdict(dict)
-        for (method, s), acc in _by([r for r in main["rows"] if r["units"] == "heads"], "method", "sparsity").items():
-            heads[method][s] = acc
-        out["heads_mean_accuracy"] = dict(heads)
-        table = ffn_table(main, ranking)
-        out["ffn_mean_accuracy"] = {m: {s: _mean(list(v.values())) for s, v in per.items()} for m, per in table.items()}
-        out["ffn_mean_fraction_of_dense"] = {
-            m: {s: _mean([a / dense[t] for t, a in v.items()]) for s, v in per.items()} for m, per in table.items()}
-        best_free_70 = max(out["ffn_mean_accuracy"][m][0.7] for m in DATA_FREE)
-        for ig in ("ig", "ig, rank_by=abs"):
-            if ig not in table:
-                continue
-            kept = out["ffn_mean_fraction_of_dense"][ig][0.5]
-            out["targets"].append(dict(target=f"{ig}: >= 95% of dense at 50% FFN", value=f"{kept:.1%}",
-                                       met=kept >= 0.95))
-            at70 = out["ffn_mean_accuracy"][ig][0.7]
-            gap = at70 - best_free_70
-            out["targets"].append(dict(target=f"{ig}: >= 10 points over the best data-free baseline at 70%",
-                                       value=f"{100 * gap:+.1f} points", met=gap >= 0.10))
-            worst = min(at70 - out["ffn_mean_accuracy"][b][0.7] for b in BASELINES)
-            out["targets"].append(dict(target=f"{ig}: >= fisher, grad_x_act, activation at 70%",
-                                       value=", ".join(f"{b} {100 * (at70 - out['ffn_mean_accuracy'][b][0.7]):+.1f}"
-                                                       for b in BASELINES), met=worst >= 0))
+def _dense_accuracy(dense: dict) -> dict[str, float]:
+    """{task: dense accuracy} from a results file (a row with its interval, or a bare number)."""
+    return {t: d["accuracy"] if isinstance(d, dict) else d for t, d in dense.items()}
+
+
+def _test_size(data: dict) -> str:
+    sizes = [d.get("examples") for d in data["dense"].values() if isinstance(d, dict)]
+    if sizes and all(sizes):
+        return "full test splits" if data["config"].get("max_test") is None else f"<= {data['config']['max_test']}"
+    return f"{data['config'].get('max_test')}-example test subsets (an earlier run, before intervals)"
+
+
+def check(value: dict, threshold: float, at_least: bool = True) -> str:
+    """met / missed / undecided: where the interval {value, low, high} lies against ``threshold``."""
+    low, high = (value["low"], value["high"]) if at_least else (-value["high"], -value["low"])
+    threshold = threshold if at_least else -threshold
+    return "met" if low >= threshold else "missed" if high < threshold else "undecided"
+
+
+def _points(value: dict) -> str:
+    return f"{100 * value['value']:+.1f} [{100 * value['low']:+.1f}, {100 * value['high']:+.1f}]"
+
+
+def main_targets(main: dict) -> list[dict]:
+    pooled = {(c["units"], c["sparsity"], c["versus"]): c for c in main.get("pooled_comparisons", [])}
+    dense = _dense_accuracy(main["dense"])
+    out = []
+    at50 = _by([r for r in main["rows"] if r["units"] == "ffn" and r["method"] == "ig" and r["sparsity"] == 0.5],
+               "task")
+    if at50:
+        kept = _mean([at50[(t,)] / dense[t] for t in dense if (t,) in at50])
+        out.append(dict(target="ig: >= 95% of dense at 50% FFN (mean over tasks and draws)", value=f"{kept:.1%}",
+                        status="met" if kept >= 0.95 else "missed"))
+    free = [pooled[("ffn", 0.7, m)] for m in DATA_FREE if ("ffn", 0.7, m) in pooled]
+    if free:
+        closest = min(free, key=lambda c: c["ig_minus_other"]["value"])
+        out.append(dict(target="ig: >= 10 points over the best data-free baseline at 70% FFN",
+                        value=f"vs {closest['versus']}: {_points(closest['ig_minus_other'])} points",
+                        status=check(closest["ig_minus_other"], 0.10)))
+    for s in (0.5, 0.7):
+        found = [pooled[("ffn", s, b)] for b in BASELINES if ("ffn", s, b) in pooled]
+        if found:
+            behind = [c for c in found if c["verdict"] == "behind"]
+            tied = [c for c in found if c["verdict"] == "tied"]
+            status = "missed" if behind else "undecided" if tied else "met"
+            out.append(dict(target=f"ig: >= {', '.join(BASELINES)} at {s:.0%} FFN",
+                            value="; ".join(f"{c['versus']} {_points(c['ig_minus_other'])} ({c['verdict']})"
+                                            for c in found), status=status))
+    return out
+
+
+def other_targets(folder: Path) -> list[dict]:
+    out = []
     low = _load(folder, "low_resource")
     if low:
         acc = _by(low["rows"], "task", "examples", "sparsity")
         full = low["config"]["n_full"]
         for s in sorted({k[2] for k in acc}):
-            diffs = [acc[(t, 32, s)] - acc[(t, full, s)] for t in low["config"]["tasks"]]
-            d = _mean(diffs)
-            out["targets"].append(dict(target=f"32 examples within 2 points of {full} at {s:.0%}",
-                                       value=f"{100 * d:+.1f} points", met=abs(d) <= 0.02 or d > 0))
+            d = _mean([acc[(t, 32, s)] - acc[(t, full, s)] for t in low["config"]["tasks"]])
+            out.append(dict(target=f"32 examples within 2 points of {full} at {s:.0%}",
+                            value=f"{100 * d:+.1f} points ({_test_size(low)})",
+                            status="met" if abs(d) <= 0.02 or d > 0 else "missed"))
     for name, a, b, limit, label in (("unsupervised", "ig target=prediction", "ig target=label", 0.02,
                                       "unsupervised within 2 points of supervised"),
                                      ("unseen_domain", "scores from source task", "scores from target domain", 0.03,
@@ -107,30 +120,57 @@ def summarize(folder: Path) -> dict:
         acc = _by(data["rows"], "task", "method", "sparsity")
         for s in (0.5, 0.7):
             d = _mean([acc[(t, a, s)] - acc[(t, b, s)] for t in data["dense"] if (t, a, s) in acc])
-            out["targets"].append(dict(target=f"{label} at {s:.0%}", value=f"{100 * d:+.1f} points",
-                                       met=abs(d) <= limit or d > 0))
+            out.append(dict(target=f"{label} at {s:.0%}", value=f"{100 * d:+.1f} points ({_test_size(data)})",
+                            status="met" if abs(d) <= limit or d > 0 else "missed"))
+    return out
+
+
+def summarize(folder: Path) -> dict:
+    main = _load(folder, "main_sweep")
+    out: dict = {"targets": []}
+    if main:
+        dense = _dense_accuracy(main["dense"])
+        out["test_examples"] = {t: d.get("examples") for t, d in main["dense"].items() if isinstance(d, dict)}
+        for units in ("ffn", "heads"):
+            rows = [r for r in main["rows"] if r["units"] == units and r.get("draw", 0) == 0]
+            table: dict = defaultdict(lambda: defaultdict(dict))
+            for (task, method, s), acc in _by(rows, "task", "method", "sparsity").items():
+                table[method][s][task] = acc
+            out[f"{units}_mean_accuracy"] = {m: {s: _mean(list(v.values())) for s, v in per.items()}
+                                             for m, per in table.items()}
+            out[f"{units}_mean_fraction_of_dense"] = {
+                m: {s: _mean([a / dense[t] for t, a in v.items()]) for s, v in per.items()} for m, per in table.items()}
+        out["pooled_comparisons"] = main.get("pooled_comparisons", [])
+        out["targets"] += main_targets(main)
+    out["targets"] += other_targets(folder)
     return out
 
 
 def markdown(summary: dict) -> str:
-    lines = ["# Targets", "", "| target | measured (mean over tasks) | met |", "|---|---|---|"]
-    lines += [f"| {t['target']} | {t['value']} | {'yes' if t['met'] else 'no'} |" for t in summary["targets"]]
-    if "ffn_mean_accuracy" in summary:
-        methods = list(summary["ffn_mean_accuracy"])
-        sparsities = sorted({s for m in methods for s in summary["ffn_mean_accuracy"][m]})
-        lines += ["", "## FFN sweep, mean over tasks: accuracy (fraction of dense)", "",
-                  "| method | " + " | ".join(f"{s:.0%}" for s in sparsities) + " |",
-                  "|---|" + "---|" * len(sparsities)]
-        for m in methods:
-            cells = [f"{summary['ffn_mean_accuracy'][m][s]:.3f} ({summary['ffn_mean_fraction_of_dense'][m][s]:.1%})"
-                     if s in summary["ffn_mean_accuracy"][m] else "-" for s in sparsities]
-            lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    if summary.get("heads_mean_accuracy"):
-        heads = summary["heads_mean_accuracy"]
-        sparsities = sorted({s for m in heads for s in heads[m]})
-        lines += ["", "## Heads sweep, mean accuracy over tasks", "",
+    lines = ["# Targets", "",
+             "Main sweep: mean over tasks of IG's paired difference to a method, in points, with its 95% interval "
+             "(bootstrap over test examples, stratified by task); met / missed when the whole interval is on one "
+             "side of the target, else undecided.", "",
+             "| target | measured | status |", "|---|---|---|"]
+    lines += [f"| {t['target']} | {t['value']} | {t['status']} |" for t in summary["targets"]]
+    if summary.get("test_examples"):
+        lines += ["", "Test examples per task: " + ", ".join(f"{t} {n}" for t, n in summary["test_examples"].items())]
+    if summary.get("pooled_comparisons"):
+        lines += ["", "## IG against each method, mean over tasks", "",
+                  "| units | sparsity | versus | IG - other, points [95% CI] | verdict |", "|---|---|---|---|---|"]
+        lines += [f"| {c['units']} | {c['sparsity']:.0%} | {c['versus']} | {_points(c['ig_minus_other'])} | "
+                  f"IG {c['verdict']} |" for c in summary["pooled_comparisons"]]
+    for units, title in (("ffn", "FFN"), ("heads", "Heads")):
+        table = summary.get(f"{units}_mean_accuracy")
+        if not table:
+            continue
+        fractions = summary[f"{units}_mean_fraction_of_dense"]
+        sparsities = sorted({s for m in table for s in table[m]})
+        lines += ["", f"## {title} sweep (first attribution draw), mean over tasks: accuracy (fraction of dense)", "",
                   "| method | " + " | ".join(f"{s:.0%}" for s in sparsities) + " |", "|---|" + "---|" * len(sparsities)]
-        lines += [f"| {m} | " + " | ".join(f"{heads[m][s]:.3f}" for s in sparsities) + " |" for m in heads]
+        for m in table:
+            cells = [f"{table[m][s]:.3f} ({fractions[m][s]:.1%})" if s in table[m] else "-" for s in sparsities]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -21,19 +21,25 @@ def run(name: str) -> dict:
                 if v.default is not inspect.Parameter.empty}
     p = argparse.ArgumentParser(description=experiment.__doc__ or benchmark.__doc__)
     p.add_argument("--tasks", default=None, help="comma-separated tasks (default: all); for unseen_domain: pairs")
-    for key in ("n_attr", "n_full", "max_test", "steps"):
+    for key in ("n_attr", "n_full", "max_test"):
         if key in defaults:
             p.add_argument("--" + key.replace("_", "-"), type=int, default=defaults[key],
-                           help=f"default {defaults[key]}")
+                           help="default: the full test split" if defaults[key] is None else f"default {defaults[key]}")
+    if "steps" in defaults:
+        p.add_argument("--steps", type=lambda t: t if t == "auto" else int(t), default=defaults["steps"],
+                       help=f"IG nodes per site, or 'auto' (default {defaults['steps']})")
     p.add_argument("--threads", type=int, default=2, help="CPU threads")
     p.add_argument("--out", default=str(RESULTS), help="results folder")
-    if "seeds" in defaults:
-        p.add_argument("--seeds", default=",".join(map(str, defaults["seeds"])), help="comma-separated draw seeds")
+    for key in ("seeds", "draws"):
+        if key in defaults:
+            p.add_argument("--" + key, default=",".join(map(str, defaults[key])),
+                           help="comma-separated seeds of the attribution-example draws")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     kwargs = {k: getattr(args, k) for k in ("n_attr", "n_full", "max_test", "steps") if k in defaults}
-    if "seeds" in defaults:
-        kwargs["seeds"] = tuple(int(s) for s in args.seeds.split(","))
+    for key in ("seeds", "draws"):
+        if key in defaults:
+            kwargs[key] = tuple(int(s) for s in getattr(args, key).split(","))
     if args.tasks:
         kwargs["pairs" if name == "unseen_domain" else "tasks"] = tuple(args.tasks.split(","))
     started = time.perf_counter()
