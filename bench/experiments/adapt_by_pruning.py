@@ -237,6 +237,11 @@ def _cell(found: list[dict]) -> str:
 def paper_table(rows: list[dict], task: str, sparsities: list[float]) -> list[str]:
     labels = ["random", "magnitude", "IMP", "GMP"] + [f"ours ({v})" for v in VARIANTS] + ["ours (units)"]
     labels = [m for m in labels if any(r["task"] == task and _label(r) == m for r in rows)]
+    if not any(r["task"] == task for r in rows):
+        return [f"**{task}**: not run yet", ""]
+    if not labels:  # only the references have finished
+        return [f"**{task}**", "", "| reference | test accuracy [95% CI] |", "|---|---|"] + [
+            f"| {m} | {_cell(_rows(rows, task, m, 0.0))} |" for m in ("feature extraction", "fine-tuning")] + [""]
     lines = [f"**{task}** (test accuracy [95% CI]; random: mean ± std over seeds)", "",
              "| sparsity | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
     lines += [f"| {s:.0%} | " + " | ".join(_cell(_rows(rows, task, m, s)) for m in labels) + " |" for s in sparsities]
