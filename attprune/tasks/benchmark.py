@@ -80,7 +80,7 @@ def eval_cache(mt: MultiTask) -> Path:
 
 def dense_row(run, mt: MultiTask) -> dict:
     """The unpruned model's accuracy on the run's test examples, with its interval and their count."""
-    outcome = evaluate(run, cache=eval_cache(mt))
+    outcome = run.dense_outcome or evaluate(run, cache=eval_cache(mt))
     return point_row(outcome, examples=len(outcome.correct))
 
 

@@ -45,6 +45,7 @@ class TaskRun:
     dense: float      # unpruned test accuracy
     model_key: str = ""  # the multi-task model's cache key (keys the score cache)
     test_key: str = ""   # digest of the test examples and their encoding (keys the evaluation cache)
+    dense_outcome: "Outcome | None" = None  # the unpruned model's per-example results
 
     @property
     def kind(self) -> str:
@@ -61,7 +62,9 @@ def task_run(mt: MultiTask, name: str, max_test: int | None = None, rows: list[d
     test = encode(rows, mt.tokenizer, spec.kind, spec.max_length, batch_size)
     view = mt.view(name)
     test_key = json_digest([rows, spec.kind, spec.max_length, batch_size])
-    return TaskRun(name, view, mt.tokenizer, test, accuracy(view, test), mt.config.key(), test_key)
+    correct, labelled = correctness(view, test)
+    dense = Outcome(correct.numpy(), labelled.numpy())
+    return TaskRun(name, view, mt.tokenizer, test, dense.accuracy, mt.config.key(), test_key, dense)
 
 
 @dataclass(frozen=True)

@@ -60,10 +60,10 @@ def _test_size(data: dict) -> str:
     return f"{data['config'].get('max_test')}-example test subsets (an earlier run, before intervals)"
 
 
-def check(value: dict, threshold: float, at_least: bool = True) -> str:
-    """met / missed / undecided: where the interval {value, low, high} lies against ``threshold``."""
-    low, high = (value["low"], value["high"]) if at_least else (-value["high"], -value["low"])
-    threshold = threshold if at_least else -threshold
+def check(value: dict, threshold: float) -> str:
+    """met / missed / undecided: where the interval {value, low, high} lies against ``threshold``
+    (the target: value >= threshold)."""
+    low, high = value["low"], value["high"]
     return "met" if low >= threshold else "missed" if high < threshold else "undecided"
 
 
