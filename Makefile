@@ -23,9 +23,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 setup: $(VENV)/.installed
 
-# what only the tests need besides: llama.cpp (built from source) to run the GGUF exports
+# what only the tests need besides: llama.cpp (built from source) to run the GGUF exports.
+# GGML_NATIVE=OFF (AVX2): a native build on a CPU with AMX routes q8_0 matmuls to ggml's AMX
+# kernels, which segfault on our small test models (ggml-org/llama.cpp#20824); --no-cache-dir:
+# a wheel pip built earlier with other flags is not reused. Override with LLAMA_CMAKE_ARGS=...
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 $(VENV)/.test-installed: $(VENV)/.installed
-	$(PIP) install -q -c $(CONSTRAINTS) -e ".[llamacpp]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q --no-cache-dir -c $(CONSTRAINTS) -e ".[llamacpp]"
 	touch $@
 
 # the native CPU op (CMakeLists.txt -> attprune/_native/): optional for attprune, built for the tests;

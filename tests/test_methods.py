@@ -241,3 +241,66 @@ def test_causal_lm_answer_tokens_skip_what_cannot_matter_exactly(family, method,
             alphas, weights = quadrature("gausslegendre", 3) if method == "ig" else ([1.0], [1.0])
             expected = reference.brute_force_ig(model, batch, site, alphas, weights)
         torch.testing.assert_close(scores.sites[site.path].sum, expected.sum(0), rtol=1e-8, atol=1e-14)
+
+
+def _tail_token_counts(model, monkeypatch):
+    """Spy: the token counts the last block's FFN runs on in the IG passes, per site attributed."""
+    from attprune.attribution.methods import ig as ig_module
+
+    tail = attprune.sites.first_token_tail(model)
+    seen = {}
+    real = ig_module.step_gradients
+
+    def spy(runner, clean, site, *args, **kwargs):
+        module = runner.model.get_submodule(tail[0] + ".intermediate")
+        handle = module.register_forward_pre_hook(
+            lambda m, args: seen.setdefault(site.path, set()).add(args[0].shape[1]))
+        try:
+            yield from real(runner, clean, site, *args, **kwargs)
+        finally:
+            handle.remove()
+
+    monkeypatch.setattr(ig_module, "step_gradients", spy)
+    return tail, seen
+
+
+@pytest.mark.parametrize("family", ["bert_cls", "roberta_cls", "electra_cls"])
+def test_first_token_classifiers_run_the_last_block_tail_on_one_token_exactly(family, monkeypatch):
+    """A sequence classifier reads the first token of the last layer: for every site below that
+    layer, IG runs the last layer from ``attention.output`` on one token, with the scores of the
+    full computation (brute force, float64)."""
+    model = getattr(tiny, family)()
+    batch = tiny.batch_for(model, seq_len=9)
+    tail, seen = _tail_token_counts(model, monkeypatch)
+    scores = attprune.attribute(model, [batch], steps=3, quadrature="gausslegendre", progress=False)
+    alphas, weights = quadrature("gausslegendre", 3)
+    for site in attprune.find_sites(model):
+        below = not site.path.startswith(tail[0] + ".")
+        assert seen[site.path] == ({1} if below else {9}), site.path
+        expected = reference.brute_force_ig(model, batch, site, alphas, weights)
+        torch.testing.assert_close(scores.sites[site.path].sum, expected.sum(0), rtol=1e-8, atol=1e-14)
+
+
+def test_a_head_that_reads_every_token_keeps_the_full_last_block(monkeypatch):
+    """The shortcut is checked, not assumed: a BERT classifier whose pooler averages the tokens
+    fails the check on the first batch and runs the last block on every token (still exact)."""
+    model = tiny.bert_cls()
+    model.bert.pooler.forward = lambda hidden: torch.tanh(model.bert.pooler.dense(hidden.mean(1)))
+    batch = tiny.batch_for(model, seq_len=9)
+    tail, seen = _tail_token_counts(model, monkeypatch)
+    scores = attprune.attribute(model, [batch], steps=2, quadrature="gausslegendre", progress=False)
+    assert len(seen) == 4 and all(counts == {9} for counts in seen.values())
+    alphas, weights = quadrature("gausslegendre", 2)
+    for site in attprune.find_sites(model):
+        expected = reference.brute_force_ig(model, batch, site, alphas, weights)
+        torch.testing.assert_close(scores.sites[site.path].sum, expected.sum(0), rtol=1e-8, atol=1e-14)
+
+
+def test_token_classifiers_and_families_without_the_shortcut_run_every_token():
+    from attprune.attribution.runner import Runner
+
+    for model in (tiny.bert_token(), tiny.distilbert_cls(), tiny.llama_cls()):
+        sites = attprune.find_sites(model)
+        runner = Runner(model, sites, "label", dtype=None, replay_sites=True)
+        runner.prepare(tiny.batch_for(model))
+        assert runner.tail is None, type(model).__name__

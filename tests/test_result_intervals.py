@@ -7,7 +7,7 @@ import torch
 
 from attprune import InputError
 from attprune.data import accuracy, correctness
-from attprune.tasks.benchmark import comparisons
+from attprune.tasks.benchmark import comparisons, contrast_markdown, contrasts
 from attprune.tasks.experiment import Outcome
 from attprune.tasks.intervals import Interval, mean_interval, mean_of_groups, paired_difference, verdict
 
@@ -106,3 +106,22 @@ def test_comparisons_average_draws_then_pair_examples_and_pool_tasks():
     (pooled,) = result["pooled"]
     assert pooled["tasks"] == 2 and pooled["ig_minus_other"]["value"] == pytest.approx(expected)
     assert pooled["verdict"] == "ahead"
+
+
+def test_contrasts_pair_any_two_methods_and_skip_tasks_missing_one():
+    """"32 examples" (two seeded draws) minus "256 examples" (one draw): draws averaged, then
+    paired; a task without the second method is left out of the pooled mean."""
+    n = 100
+    outcomes = {("a", "ffn", "32 examples", 1, 0.5): _outcome(np.r_[np.ones(70), np.zeros(30)]),
+                ("a", "ffn", "32 examples", 2, 0.5): _outcome(np.r_[np.ones(60), np.zeros(40)]),
+                ("a", "ffn", "256 examples", 0, 0.5): _outcome(np.r_[np.ones(66), np.zeros(34)]),
+                ("b", "ffn", "32 examples", 1, 0.5): _outcome(np.ones(n))}
+    found = contrasts(outcomes, ("a", "b"), [("32 examples", "256 examples")], (0.5, 0.7))
+    (row,) = found["per_task"]
+    assert (row["task"], row["first"], row["second"]) == ("a", "32 examples", "256 examples")
+    assert row["difference"]["value"] == pytest.approx(0.65 - 0.66)
+    assert row["per_draw"] == [] and row["verdict"] == "tied"
+    (pooled,) = found["pooled"]
+    assert pooled["tasks"] == 1 and pooled["difference"]["value"] == pytest.approx(-0.01)
+    table = "\n".join(contrast_markdown(found))
+    assert "| 32 examples | 256 examples | 50% | -1.0 [" in table and "| a | 32 examples |" in table

@@ -101,8 +101,8 @@ def test_accuracy_counts_labelled_positions():
 
 
 def test_summary_checks_targets_from_result_files(tmp_path):
-    """Targets from the main sweep's rows and its pooled paired comparisons: met / missed only
-    when the whole interval says so."""
+    """Targets from the main sweep's rows and its pooled paired comparisons, and from the other
+    experiments' pooled contrasts: met / missed only when the whole interval says so."""
     import json
 
     from attprune.tasks import summary
@@ -128,6 +128,19 @@ def test_summary_checks_targets_from_result_files(tmp_path):
                                                                              "behind")]
     (tmp_path / "main_sweep.json").write_text(json.dumps({"config": {"max_test": None}, "dense": dense, "rows": rows,
                                                           "pooled_comparisons": comparisons}))
+
+    def contrast(first, second, s, low, high):
+        return dict(first=first, second=second, sparsity=s, tasks=2, verdict="tied",
+                    difference={"value": (low + high) / 2, "low": low, "high": high})
+
+    low_resource = [contrast("32 examples", "256 examples", 0.5, -0.015, 0.01),
+                    contrast("32 examples", "256 examples", 0.7, -0.03, 0.0),
+                    contrast("8 examples", "256 examples", 0.5, -0.09, -0.05)]  # not a target
+    (tmp_path / "low_resource.json").write_text(json.dumps({"config": {"n_full": 256}, "rows": [],
+                                                            "contrasts": {"pooled": low_resource}}))
+    unseen = [contrast("scores from source task", "scores from target domain", 0.5, -0.05, -0.031)]
+    (tmp_path / "unseen_domain.json").write_text(json.dumps({"config": {}, "rows": [],
+                                                             "contrasts": {"pooled": unseen}}))
     out = summary.write(tmp_path)
     status = {t["target"]: t for t in out["targets"]}
     assert out["ffn_mean_accuracy"]["random"][0.5] == pytest.approx(0.5)  # draw 0 only
@@ -138,6 +151,10 @@ def test_summary_checks_targets_from_result_files(tmp_path):
     assert best_free["value"].startswith("vs random: +25.0 [+12.0, +30.0]") and best_free["status"] == "met"
     assert status["ig: >= fisher, grad_x_act, activation at 70% FFN"]["status"] == "undecided"  # activation tied
     assert status["ig: >= fisher, grad_x_act, activation at 50% FFN"]["status"] == "missed"
+    assert status["32 examples within 2 points of 256 examples at 50%"]["status"] == "met"  # whole interval above -2
+    assert status["32 examples within 2 points of 256 examples at 70%"]["status"] == "undecided"
+    assert status["source-task scores within 3 points of target-domain scores at 50%"]["status"] == "missed"
+    assert not any(t["target"].startswith("8 examples") for t in out["targets"])
     assert summary.check({"value": 0.1, "low": 0.05, "high": 0.15}, 0.10) == "undecided"
     assert summary.check({"value": 0.1, "low": 0.05, "high": 0.09}, 0.10) == "missed"
     assert "| ffn | 70% | random | +25.0 [+12.0, +30.0] | IG ahead |" in (tmp_path / "summary.md").read_text()

@@ -137,6 +137,12 @@ class ArchSpec:
         gradient methods (``"conductance"``, ``"grad_x_act"``, ``"fisher"``) interpolate.
     heads: how the family stores heads (``HeadLayout``), for compaction; ``None`` for a
         family whose heads are scored and masked but never compacted.
+    first_token_tail: for families whose sequence classifiers read only the first token of
+        the last block's output: the path, relative to a block, of the module from which the
+        block is position-wise (every tensor it is given can be cut to that token), e.g.
+        BERT's ``"attention.output"`` (dense, residual, LayerNorm, then the FFN). Per-site IG
+        then runs the last block's tail on one token for every site below that block (checked
+        on the first batch of every run); ``None``: no such shortcut.
     """
 
     name: str
@@ -147,6 +153,7 @@ class ArchSpec:
     head_dim: Callable[[object], int]
     embeddings: tuple[str, ...]
     heads: HeadLayout | None = None
+    first_token_tail: str | None = None
 
 
 _REGISTRY: dict[str, ArchSpec] = {}

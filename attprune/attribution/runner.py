@@ -14,7 +14,7 @@ from torch import nn
 from .. import devices
 from ..batches import IGNORE_INDEX, POSITIONS_KEY, batch_rows, slice_batch, tile_batch, truncate_tokens
 from ..errors import InputError, InputTypeError, UnsupportedModelError
-from ..sites import Site, weight_out_in
+from ..sites import Site, first_token_tail, weight_out_in
 from . import objective, replay
 from .tokens import PositionsSpec, select_positions, token_mask
 
@@ -84,6 +84,10 @@ class Runner:
         self.cut_after_targets = cut_after_targets and causal_labels
         self.keeps_logits = objective.task_of(model) == "causal" and not callable(self.target) and \
             "logits_to_keep" in inspect.signature(model.forward).parameters
+        # sequence classifiers that read the first token: (last block, its position-wise tail),
+        # run on that token only above the sites below that block (checked in _probe_structure)
+        reads_first = objective.task_of(model) == "sequence" and not callable(self.target)
+        self.tail = first_token_tail(model) if reads_first and replay_sites else None
 
     # -- model calls ---------------------------------------------------------------------
 
@@ -167,6 +171,22 @@ class Runner:
         self._per_site = {s.path: set(replay.calls_before(log_one, s.path)) for s in self.sites}
         self._needed = set().union(*self._per_site.values()) if self._per_site else set()
         self._probe = (log_one.structure(), batch_major)
+        if self.tail is not None and not self._first_token_suffices(inputs):
+            self.tail = None
+
+    def _first_token_suffices(self, inputs: dict) -> bool:
+        """Whether the logits stay the same with the last block's tail cut to the first token
+        (a head declared as reading it, e.g. BERT's pooler, but replaced by one that reads more
+        fails this and runs uncut)."""
+        with torch.no_grad():
+            full = objective.logits_of(self.forward(inputs)).float()
+            with replay.replaced_forwards(self.model, {self.tail[1]: first_token_only}):
+                cut = objective.logits_of(self.forward(inputs)).float()
+        if full.shape != cut.shape:
+            return False
+        dtype = self.dtype if self.autocast else next(self.model.parameters()).dtype
+        tolerance = min(1e3 * torch.finfo(dtype).eps, 1e-2) * (1 + float(full.abs().max()))
+        return float((full - cut).abs().max()) <= tolerance
 
     def prepare(self, batch: dict, _reprobed: bool = False) -> Clean:
         """The clean pass: site inputs/outputs, recorded calls, F(x) and the labels F uses."""
@@ -259,7 +279,10 @@ class Runner:
     def replacements_above(self, clean: Clean, site: Site, times: int) -> dict:
         """Forward replacements so that a pass computes only what lies above ``site``."""
         replaced = self._per_site[site.path]
-        return replay.replay_plan(clean.log, replaced, clean.log.outputs, self._probe[1], times)
+        plan = replay.replay_plan(clean.log, replaced, clean.log.outputs, self._probe[1], times)
+        if self.tail is not None and not site.path.startswith(self.tail[0] + "."):
+            plan[self.tail[1]] = first_token_only
+        return plan
 
     def value_with_site_output(self, clean: Clean, site: Site, output: torch.Tensor) -> torch.Tensor:
         """F of every example with ``site``'s output replaced by ``output`` (e.g. the site off:
@@ -281,6 +304,13 @@ class Runner:
                      log=replay.CallLog(clean.log.calls, outputs), logit_positions=clean.logit_positions,
                      value=clean.value[rows], batch=None if clean.batch is None else slice_batch(clean.batch, rows),
                      positions=None if clean.positions is None else clean.positions[rows])
+
+
+def first_token_only(original, args: tuple, kwargs: dict) -> Any:
+    """A forward replacement: the module run on the first token of every tensor it is given."""
+    def cut(value):
+        return value[:, :1] if torch.is_tensor(value) and value.dim() >= 2 else value
+    return original(*map(cut, args), **{name: cut(value) for name, value in kwargs.items()})
 
 
 def _cut_after_last_label(inputs: dict, labels: torch.Tensor) -> tuple[dict, torch.Tensor]:

@@ -126,6 +126,26 @@ def find_sites(model: nn.Module, units: Iterable[str] = UNIT_KINDS) -> list[Site
     return sites
 
 
+def first_token_tail(model: nn.Module) -> tuple[str, str] | None:
+    """(the last block, the module from which it is position-wise) for a family whose sequence
+    classifiers read only the first token (``ArchSpec.first_token_tail``); None otherwise.
+
+    >>> first_token_tail(bert_classifier)
+    ('bert.encoder.layer.5', 'bert.encoder.layer.5.attention.output')
+    """
+    spec = spec_for(model)
+    if spec.first_token_tail is None:
+        return None
+    lists = [found for found in (_find_block_list(model, path) for path, _ in spec.blocks) if found and len(found[1])]
+    if not lists:
+        return None
+    name, blocks = lists[-1]
+    block_path = f"{name}.{len(blocks) - 1}"
+    if _get(blocks[-1], spec.first_token_tail) is None:
+        return None
+    return block_path, _join(block_path, spec.first_token_tail)
+
+
 def find_embeddings(model: nn.Module) -> list[str]:
     """Paths of the input-embedding modules (their outputs are what ``method="conductance"``
     interpolates): every module matching one of the spec's ``embeddings`` suffixes."""

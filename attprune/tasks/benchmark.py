@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from . import report
 from ..plan import make_plan
 from .experiment import (DEFAULT_QUADRATURE, DEFAULT_STEPS, METHODS, attribution_rows, compact_point,
-                         evaluate, point_row, score, sweep, task_run)
+                         evaluate, point_row, score, task_run)
 from .intervals import mean_of_groups, paired_difference, verdict
 from ..cache import cache_dir
 from .multitask import MultiTask
@@ -156,34 +156,89 @@ def draw_spread(rows: list[dict]) -> list[dict]:
 
 
 def comparisons(outcomes: dict, tasks, compared) -> dict:
-    """IG minus each other method at ``compared`` sparsities, per task and pooled over tasks.
-
-    Each method's per-example correctness is averaged over its draws (seeds), then the difference
-    is bootstrapped over the same test examples (paired; pooled: stratified by task, the mean of
-    the per-task differences).  Verdicts: "ahead" / "behind" when the 95% interval excludes 0.
-    """
+    """IG minus each other method at ``compared`` sparsities, per task and pooled over tasks
+    (``contrast``; fields ``versus`` and ``ig_minus_other``)."""
     per_task, pooled = [], []
     keys = sorted({(k[1], k[2], k[4]) for k in outcomes if k[2] != "ig" and k[4] in compared})
     for units, method, s in keys:
-        groups = []
-        for task in tasks:
-            ig = _draw_mean(outcomes, task, units, "ig", s)
-            other = _draw_mean(outcomes, task, units, method, s)
-            if ig is None or other is None:
-                continue
-            difference = ig[0] - other[0]
-            interval = paired_difference(ig[0], other[0], totals=ig[1])
-            per_draw = [round(outcomes[k].accuracy - outcomes[(task, units, method, k[3], s)].accuracy, 6)
-                        for k in outcomes if k[:3] == (task, units, "ig") and k[4] == s
-                        and (task, units, method, k[3], s) in outcomes]
-            per_task.append(dict(task=task, units=units, sparsity=s, versus=method, ig_minus_other=interval.to_dict(),
-                                 verdict=verdict(interval), per_draw=per_draw))
-            groups.append((difference, ig[1]))
-        if groups:
-            interval = mean_of_groups(groups)
-            pooled.append(dict(units=units, sparsity=s, versus=method, tasks=len(groups),
-                               ig_minus_other=interval.to_dict(), verdict=verdict(interval)))
+        rows, total = contrast(outcomes, tasks, units, "ig", method, s)
+        per_task += [_versus_ig(r) for r in rows]
+        pooled += [_versus_ig(total)] if total else []
     return {"per_task": per_task, "pooled": pooled}
+
+
+def _versus_ig(row: dict) -> dict:
+    """A ``contrast`` row of IG against another method, in the main sweep's field names."""
+    rest = {k: v for k, v in row.items() if k not in ("first", "second", "difference")}
+    return dict(rest, versus=row["second"], ig_minus_other=row["difference"])
+
+
+def contrast(outcomes: dict, tasks, units: str, first: str, second: str, s: float) -> tuple[list[dict], dict | None]:
+    """``first`` minus ``second`` at sparsity ``s``, from ``outcomes`` keyed (task, units, method,
+    draw, sparsity): per task and pooled over the tasks that have both.
+
+    Each method's per-example correctness is averaged over its draws (seeds), then the difference
+    is bootstrapped over the same test examples (paired; pooled: stratified by task, the mean of
+    the per-task differences); ``per_draw``: the difference with the same draw, where both have it.
+    Verdicts: "ahead" / "behind" when the 95% interval excludes 0, else "tied".
+    """
+    per_task, groups = [], []
+    for task in tasks:
+        a = _draw_mean(outcomes, task, units, first, s)
+        b = _draw_mean(outcomes, task, units, second, s)
+        if a is None or b is None:
+            continue
+        interval = paired_difference(a[0], b[0], totals=a[1])
+        per_draw = [round(o.accuracy - outcomes[(task, units, second, k[3], s)].accuracy, 6)
+                    for k, o in outcomes.items() if k[:3] == (task, units, first) and k[4] == s
+                    and (task, units, second, k[3], s) in outcomes]
+        per_task.append(dict(task=task, units=units, sparsity=s, first=first, second=second,
+                             difference=interval.to_dict(), verdict=verdict(interval), per_draw=per_draw))
+        groups.append((a[0] - b[0], a[1]))
+    if not groups:
+        return per_task, None
+    interval = mean_of_groups(groups)
+    return per_task, dict(units=units, sparsity=s, first=first, second=second, tasks=len(groups),
+                          difference=interval.to_dict(), verdict=verdict(interval))
+
+
+def contrasts(outcomes: dict, tasks, pairs, sparsities, units: str = "ffn") -> dict:
+    """``contrast`` for every (first, second) of ``pairs`` at every sparsity: {"per_task", "pooled"}."""
+    per_task, pooled = [], []
+    for first, second in pairs:
+        for s in sparsities:
+            rows, total = contrast(outcomes, tasks, units, first, second, s)
+            per_task += rows
+            pooled += [total] if total else []
+    return {"per_task": per_task, "pooled": pooled}
+
+
+def contrast_markdown(found: dict) -> list[str]:
+    """The pooled and per-task contrasts as two tables."""
+    md = ["## Paired differences (95% bootstrap over the same test examples, draws averaged)", "",
+          "Mean over tasks (stratified bootstrap):", "",
+          "| first | second | sparsity | first - second [95% CI] | verdict | tasks |", "|---|---|---|---|---|---|"]
+    md += [f"| {c['first']} | {c['second']} | {c['sparsity']:.0%} | {_interval_text(c['difference'])} | "
+           f"{c['verdict']} | {c['tasks']} |" for c in found["pooled"]]
+    md += ["", "Per task:", "", "| task | first | second | sparsity | first - second [95% CI] | verdict |",
+           "|---|---|---|---|---|---|"]
+    md += [f"| {c['task']} | {c['first']} | {c['second']} | {c['sparsity']:.0%} | "
+           f"{_interval_text(c['difference'])} | {c['verdict']} |" for c in found["per_task"]]
+    return md + [""]
+
+
+def ffn_points(run, mt: MultiTask, scores, outcomes: dict, key: tuple[str, str, int], sparsities,
+               **plan_options) -> list[dict]:
+    """Evaluate FFN plans at ``sparsities``: one row each (sparsity, accuracy, ci95); every outcome
+    kept as ``outcomes[(task, "ffn", method, draw, sparsity)]`` (``key``: task, method, draw) for
+    ``contrasts``."""
+    task, method, draw = key
+    rows = []
+    for s in sparsities:
+        outcome = evaluate(run, make_plan(scores, ffn=s, **plan_options), eval_cache(mt))
+        outcomes[(task, "ffn", method, draw, s)] = outcome
+        rows.append(point_row(outcome, sparsity=s))
+    return rows
 
 
 def _draw_mean(outcomes: dict, task: str, units: str, method: str, s: float):
@@ -222,7 +277,9 @@ def _interval_text(interval: dict, scale: float = 100.0) -> str:
 def low_resource(mt: MultiTask, out: Path, *, tasks=("hedge", "mr"), sizes=(8, 32, 128), n_full: int = 256,
                  seeds=(1, 2), max_test: int | None = None, steps: int | str = DEFAULT_STEPS, sparsities=(0.5, 0.7),
                  progress: bool = True) -> dict:
-    rows, dense = [], {}
+    """IG from ``sizes`` labelled examples (seeded draws) against ``n_full``, paired per task and
+    pooled (``contrasts``: "<n> examples" minus "<n_full> examples")."""
+    rows, dense, outcomes = [], {}, {}
     bar = tqdm(total=len(tasks) * (len(sizes) * len(seeds) + 1), desc="low resource", disable=not progress)
     for task in tasks:
         run = task_run(mt, task, max_test)
@@ -231,19 +288,20 @@ def low_resource(mt: MultiTask, out: Path, *, tasks=("hedge", "mr"), sizes=(8, 3
         for n, seed in draws:
             scores, _ = score(run, "ig", attribution_rows(task, n, seed), steps=steps, quadrature=DEFAULT_QUADRATURE,
                               cache=score_cache(mt))
-            for r in sweep(run, scores, kind="ffn", sparsities=sparsities, cache=eval_cache(mt)):
+            for r in ffn_points(run, mt, scores, outcomes, (task, f"{n} examples", seed), sparsities):
                 rows.append(dict(task=task, examples=n, seed=seed, method=f"{int(r['sparsity'] * 100)}% ffn", **r))
             bar.update(1)
     bar.close()
+    found = contrasts(outcomes, tasks, [(f"{n} examples", f"{n_full} examples") for n in sizes], sparsities)
     config = dict(tasks=list(tasks), sizes=list(sizes), n_full=n_full, seeds=list(seeds), max_test=max_test,
                   plan=DEFAULT_PLAN)
-    return _finish(out, "low_resource", "IG from few labelled examples", rows, dense, {}, config,
-                   [("", {}, "examples")])
+    return _finish(out, "low_resource", "IG from few labelled examples", rows, dense, {"contrasts": found}, config,
+                   [("", {}, "examples")], contrast_markdown(found))
 
 
 def unsupervised(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 32, max_test: int | None = None,
                  steps: int | str = DEFAULT_STEPS, sparsities=MAIN_SPARSITIES, progress: bool = True) -> dict:
-    rows, dense = [], {}
+    rows, dense, outcomes = [], {}, {}
     bar = tqdm(total=len(tasks) * 2, desc="unsupervised", disable=not progress)
     for task in tasks:
         run = task_run(mt, task, max_test)
@@ -252,18 +310,20 @@ def unsupervised(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 
         for target in ("label", "prediction"):
             scores, _ = score(run, "ig", attr, steps=steps, quadrature=DEFAULT_QUADRATURE, target=target,
                              cache=score_cache(mt))
-            rows += [dict(task=task, method=f"ig target={target}", **r)
-                     for r in sweep(run, scores, kind="ffn", sparsities=sparsities, cache=eval_cache(mt))]
+            method = f"ig target={target}"
+            rows += [dict(task=task, method=method, **r)
+                     for r in ffn_points(run, mt, scores, outcomes, (task, method, 0), sparsities)]
             bar.update(1)
     bar.close()
+    found = contrasts(outcomes, tasks, [("ig target=prediction", "ig target=label")], sparsities)
     config = dict(tasks=list(tasks), n_attr=n_attr, max_test=max_test, steps=steps, plan=DEFAULT_PLAN)
-    return _finish(out, "unsupervised", "Supervised vs unsupervised (own predictions) IG", rows, dense, {}, config,
-                   [("", {}, "sparsity")])
+    return _finish(out, "unsupervised", "Supervised vs unsupervised (own predictions) IG", rows, dense,
+                   {"contrasts": found}, config, [("", {}, "sparsity")], contrast_markdown(found))
 
 
 def unseen_domain(mt: MultiTask, out: Path, *, pairs=tuple(UNSEEN), n_attr: int = 32, max_test: int = 1000,
                   steps: int | str = DEFAULT_STEPS, sparsities=MAIN_SPARSITIES, progress: bool = True) -> dict:
-    rows, dense = [], {}
+    rows, dense, outcomes = [], {}, {}
     bar = tqdm(total=len(pairs) * 2, desc="unseen domain", disable=not progress)
     for pair in pairs:
         source = UNSEEN[pair][0]
@@ -274,19 +334,22 @@ def unseen_domain(mt: MultiTask, out: Path, *, pairs=tuple(UNSEEN), n_attr: int 
         for origin, attr in origins:
             scores, _ = score(run, "ig", attr, steps=steps, quadrature=DEFAULT_QUADRATURE,
                               cache=score_cache(mt))
-            rows += [dict(task=pair, method=f"scores from {origin}", **r)
-                     for r in sweep(run, scores, kind="ffn", sparsities=sparsities, cache=eval_cache(mt))]
+            method = f"scores from {origin}"
+            rows += [dict(task=pair, method=method, **r)
+                     for r in ffn_points(run, mt, scores, outcomes, (pair, method, 0), sparsities)]
             bar.update(1)
     bar.close()
+    found = contrasts(outcomes, pairs, [("scores from source task", "scores from target domain")], sparsities)
     config = dict(pairs=list(pairs), n_attr=n_attr, max_test=max_test, steps=steps, plan=DEFAULT_PLAN,
                   note="target-domain scores use the first n_attr target examples; evaluation the rest")
     return _finish(out, "unseen_domain", "Unseen domain: scores from the source task vs the target domain", rows,
-                   dense, {}, config, [("", {}, "sparsity")])
+                   dense, {"contrasts": found}, config, [("", {}, "sparsity")], contrast_markdown(found))
 
 
 def ranking(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 32, max_test: int | None = None,
             steps: int | str = DEFAULT_STEPS, sparsities=COMPARED, progress: bool = True) -> dict:
-    rows, dense = [], {}
+    """Every (scope, rank_by) of ``make_plan``; each set against the default (global/mean_abs), paired."""
+    rows, dense, outcomes = [], {}, {}
     variants = [(scope, rank_by) for scope in ("global", "layer") for rank_by in ("abs", "mean_abs", "signed")]
     bar = tqdm(total=len(tasks), desc="ranking", disable=not progress)
     for task in tasks:
@@ -295,14 +358,18 @@ def ranking(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 32, m
         scores, _ = score(run, "ig", attribution_rows(task, n_attr), steps=steps, quadrature=DEFAULT_QUADRATURE,
                           cache=score_cache(mt))
         for scope, rank_by in variants:
-            rows += [dict(task=task, method=f"{scope}/{rank_by}", **r)
-                     for r in sweep(run, scores, kind="ffn", sparsities=sparsities, scope=scope, rank_by=rank_by,
-                                     cache=eval_cache(mt))]
+            method = f"{scope}/{rank_by}"
+            rows += [dict(task=task, method=method, **r)
+                     for r in ffn_points(run, mt, scores, outcomes, (task, method, 0), sparsities, scope=scope,
+                                         rank_by=rank_by)]
         bar.update(1)
     bar.close()
+    default = "global/mean_abs"
+    found = contrasts(outcomes, tasks, [(default, f"{scope}/{rank_by}") for scope, rank_by in variants
+                                        if f"{scope}/{rank_by}" != default], sparsities)
     config = dict(tasks=list(tasks), n_attr=n_attr, max_test=max_test, steps=steps)
-    return _finish(out, "ranking", "Ranking: global vs per-layer, by |mean| / mean |.| / signed", rows, dense, {},
-                   config, [("", {}, "sparsity")])
+    return _finish(out, "ranking", "Ranking: global vs per-layer, by |mean| / mean |.| / signed", rows, dense,
+                   {"contrasts": found}, config, [("", {}, "sparsity")], contrast_markdown(found))
 
 
 EXPERIMENTS = {"main_sweep": main_sweep, "low_resource": low_resource, "unsupervised": unsupervised,

@@ -93,7 +93,10 @@ class IntegratedGradients(Method):
 
     def _adaptive(self, runner: Runner, clean: Clean, site: Site, chunk: int) -> torch.Tensor:
         """The site's scores with ``AUTO_FIRST`` nodes, the examples whose completeness gap
-        exceeds the tolerance computed again with twice the nodes, and so on up to ``AUTO_MAX``."""
+        exceeds the tolerance computed again with twice the nodes, and so on up to ``AUTO_MAX``;
+        an example whose gap a doubling did not at least halve stops there (its integrand is
+        too rough for the rule to converge within the budget: more nodes buy little) and keeps
+        whichever of its estimates has the smaller gap."""
         z = clean.site_outputs[site.path]
         bias = _bias(site.module(runner.model), z)
         off_output = torch.zeros_like(z) if bias is None else bias.expand_as(z)
@@ -105,20 +108,26 @@ class IntegratedGradients(Method):
         scale = delta.abs().mean().clamp_min(torch.finfo(delta.dtype).tiny)
         rows, steps, sub = torch.arange(clean.rows), AUTO_FIRST, clean
         scores = gap = nodes = None
+        stalled = torch.zeros(clean.rows, dtype=torch.bool)
         while True:
             part, sums = self._fixed(runner, sub, site, steps, max(1, chunk * clean.rows // sub.rows),
                                      with_token_sums=True)
             part_gap = (sums - delta[rows]).abs() / scale
             if scores is None:
                 scores, gap, nodes = part, part_gap, torch.full((clean.rows,), steps)
+                converging = torch.ones(clean.rows, dtype=torch.bool)
             else:
-                scores[rows], gap[rows], nodes[rows] = part, part_gap, steps
-            failing = part_gap > self.config.tolerance
+                converging = (part_gap <= AUTO_STALL * gap[rows]).cpu()
+                stalled[rows[~converging]] = True
+                better = (part_gap < gap[rows]).cpu()  # an example keeps its better-completing estimate
+                kept = rows[better]
+                scores[kept], gap[kept], nodes[kept] = part[better], part_gap[better], steps
+            failing = (part_gap > self.config.tolerance).cpu() & converging
             if not failing.any() or steps >= AUTO_MAX:
                 break
-            rows, steps = rows[failing.cpu()], 2 * steps
+            rows, steps = rows[failing], 2 * steps
             sub = runner.select_rows(clean, rows.to(clean.value.device))
-        self.gaps.setdefault(site.path, SiteGaps()).add(gap, nodes)
+        self.gaps.setdefault(site.path, SiteGaps()).add(gap, nodes, stalled)
         return scores
 
     def statistics(self) -> dict:
@@ -128,8 +137,9 @@ class IntegratedGradients(Method):
 
 
 #: ``steps="auto"``: Gauss-Legendre-style doubling from 4 nodes (``bench/ig_fidelity.py``: GL-4
-#: keeps the reference's 50% plan on MiniLM) up to 64 per example
-AUTO_FIRST, AUTO_MAX = 4, 64
+#: keeps the reference's 50% plan on MiniLM) up to 64 per example, while each doubling at least
+#: halves the example's gap (a smooth integrand's gap falls by orders of magnitude per doubling)
+AUTO_FIRST, AUTO_MAX, AUTO_STALL = 4, 64, 0.5
 
 
 def _first_steps(config) -> int:
@@ -145,17 +155,20 @@ class SiteGaps:
     node_sum: int = 0
     max_nodes: int = 0
     refined: int = 0
+    stalled: int = 0
 
-    def add(self, gap: torch.Tensor, nodes: torch.Tensor) -> None:
+    def add(self, gap: torch.Tensor, nodes: torch.Tensor, stalled: torch.Tensor) -> None:
         self.max_gap = max(self.max_gap, float(gap.max()))
         self.examples += int(nodes.numel())
         self.node_sum += int(nodes.sum())
         self.max_nodes = max(self.max_nodes, int(nodes.max()))
         self.refined += int((nodes > AUTO_FIRST).sum())
+        self.stalled += int(stalled.sum())
 
     def summary(self) -> dict:
         return {"max_gap": self.max_gap, "mean_nodes": round(self.node_sum / max(self.examples, 1), 3),
-                "max_nodes": self.max_nodes, "refined_examples": self.refined, "examples": self.examples}
+                "max_nodes": self.max_nodes, "refined_examples": self.refined, "stalled_examples": self.stalled,
+                "examples": self.examples}
 
 
 def step_gradients(runner: Runner, clean: Clean, site: Site, alphas: list[float], weights: list[float],
