@@ -1,17 +1,17 @@
 """How many IG nodes ranking needs: each rule, and ``steps="auto"``, against a Gauss-Legendre reference.
 
     python bench/ig_fidelity.py                      # MiniLM, ~8 min on 2 cores -> results/ig_fidelity_minilm.json
-    python bench/ig_fidelity.py --model smollm2      # SmolLM2, ~10 min -> results/ig_fidelity_smollm2.json
+    python bench/ig_fidelity.py --model smollm2      # SmolLM2, ~12 min -> results/ig_fidelity_smollm2.json
 
 ``minilm``: the demo's multi-task MiniLM (``DEMO_TRAINING``, trained and cached on first use),
-its ``hedge`` view in float64, 16 training sentences, all 12 sites, target the gold label;
-reference GL-64. ``smollm2``: SmolLM2-135M-Instruct (``attprune fetch``) in float32, movie-
-review sentences as text (target: every next token), all 60 sites; reference GL-16 (GL-8 is
-already within 3e-5 of GL-64 on MiniLM). For each rule: seconds; the largest error of the
-units' mean |per-example IG| relative to the site's largest reference value; the Spearman
-correlation of those values with the reference (mean over sites, per kind); kept@50, the
-share of the units the reference keeps in a 50% plan (``make_plan`` defaults) that the
-rule's plan keeps too; for ``auto``, the mean nodes per example and site.
+its ``hedge`` view in float64, 16 training sentences, all 12 sites, target the gold label.
+``smollm2``: SmolLM2-135M-Instruct (``attprune fetch``) in float32, movie-review sentences
+as text (target: every next token), all 60 sites. Reference: Gauss-Legendre, 64 nodes
+(``--reference-steps``). For each rule: seconds; the largest error of the units' mean
+|per-example IG| relative to the site's largest reference value; the Spearman correlation of
+those values with the reference (mean over sites, per kind); kept@50, the share of the units
+the reference keeps in a 50% plan (``make_plan`` defaults) that the rule's plan keeps too;
+for ``auto``, the mean nodes per example and site.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def minilm(examples: int):
     mt = load_or_train(DEMO_TRAINING)
     spec = TASKS["hedge"]
     rows = attribution_rows("hedge", examples)
-    return (mt.view("hedge").double(), encode(rows, mt.tokenizer, spec.kind, spec.max_length, 16), 64,
+    return (mt.view("hedge").double(), encode(rows, mt.tokenizer, spec.kind, spec.max_length, 16),
             "demo multi-task MiniLM, hedge view, float64, gold label")
 
 
@@ -71,17 +71,20 @@ def smollm2(examples: int):
     model, tokenizer = load_smollm2()
     rows = attribution_rows("mr", examples)
     batches = text_batches(rows, tokenizer, task="causal", max_length=16, batch_size=examples)
-    return model, batches, 16, "SmolLM2-135M-Instruct, float32, mr sentences as text (<= 16 tokens), next tokens"
+    return model, batches, "SmolLM2-135M-Instruct, float32, mr sentences as text (<= 16 tokens), next tokens"
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=("minilm", "smollm2"), default="minilm", help="which real model")
     p.add_argument("--examples", type=int, default=None, help="examples scored (default: 16 MiniLM, 2 SmolLM2)")
+    p.add_argument("--reference-steps", type=int, default=64, help="Gauss-Legendre nodes of the reference")
+    p.add_argument("--out", default=None, help="results file (default: results/ig_fidelity_<model>.json)")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     examples = args.examples or (16 if args.model == "minilm" else 2)
-    model, batches, reference_steps, about = (minilm if args.model == "minilm" else smollm2)(examples)
+    model, batches, about = (minilm if args.model == "minilm" else smollm2)(examples)
+    reference_steps = args.reference_steps
 
     def timed(**settings):
         started = time.perf_counter()
@@ -104,7 +107,7 @@ def main(argv=None) -> dict:
     result = {"model": about, "examples": examples,
               "reference": {"quadrature": "gausslegendre", "steps": reference_steps, "seconds": ref_seconds},
               "rows": rows}
-    write_json(RESULTS / f"ig_fidelity_{args.model}.json", result)
+    write_json(Path(args.out) if args.out else RESULTS / f"ig_fidelity_{args.model}.json", result)
     return result
 
 
