@@ -11,12 +11,14 @@ as text (target: every next token), all 60 sites. Reference: Gauss-Legendre, 64 
 |per-example IG| relative to the site's largest reference value; the Spearman correlation of
 those values with the reference (mean over sites, per kind); kept@50, the share of the units
 the reference keeps in a 50% plan (``make_plan`` defaults) that the rule's plan keeps too;
-for ``auto``, the mean nodes per example and site.
+for ``auto``, the mean nodes per example and site; last, ``auto`` with the stall threshold
+(``AUTO_STALL``) at 0.5 instead of the library's 0.25.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -24,6 +26,7 @@ from pathlib import Path
 import torch
 
 import attprune
+from attprune.attribution.methods import ig
 from attprune.io import write_json
 from attprune.tasks.encode import encode
 from attprune.tasks.experiment import attribution_rows
@@ -33,6 +36,18 @@ RESULTS = Path(__file__).resolve().parent / "results"
 RULES = [("riemann_right", 20), ("gausslegendre", 2), ("gausslegendre", 3), ("gausslegendre", 4),
          ("gausslegendre", 6), ("gausslegendre", 8)]
 TOLERANCES = (3e-2, 1e-2, 3e-3, 1e-3)
+#: the stall rule's threshold (``ig.AUTO_STALL``, 0.25) set otherwise, at the default tolerance
+OTHER_STALLS = (0.5,)
+
+
+@contextlib.contextmanager
+def stall_rule(threshold: float):
+    """``steps="auto"`` with another stall threshold: an ablation of the library's constant."""
+    default, ig.AUTO_STALL = ig.AUTO_STALL, threshold
+    try:
+        yield
+    finally:
+        ig.AUTO_STALL = default
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -94,9 +109,11 @@ def main(argv=None) -> dict:
     reference, ref_seconds = timed(quadrature="gausslegendre", steps=reference_steps)
     runs = [dict(quadrature=q, steps=n) for q, n in RULES]
     runs += [dict(quadrature="gausslegendre", steps="auto", tolerance=tol) for tol in TOLERANCES]
+    runs += [dict(quadrature="gausslegendre", steps="auto", tolerance=1e-2, stall=stall) for stall in OTHER_STALLS]
     rows = []
     for settings in runs:
-        scores, seconds = timed(**settings)
+        with stall_rule(settings.get("stall", ig.AUTO_STALL)):
+            scores, seconds = timed(**{k: v for k, v in settings.items() if k != "stall"})
         row = dict(settings, seconds=seconds, **compare(scores, reference))
         if settings["steps"] == "auto":
             gaps = scores.meta["completeness"].values()
