@@ -173,3 +173,16 @@ def test_report_bands_carry_each_rows_interval_and_plot_draws_them(tmp_path):
     path = report.plot(report.curves(rows), tmp_path / "a.png", title="t", intervals=intervals, log_y=True,
                        y_label="perplexity")
     assert path.is_file() and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_lines_keep_one_colour_across_panels():
+    """The legend sits in the first panel: a method must have the same colour in every panel,
+    whatever order or subset of methods each panel has."""
+    from attprune.tasks import report
+
+    data = {"mr": {"ig": {0.5: [0.8]}, "fisher": {0.5: [0.7]}},
+            "hedge": {"random": {0.5: [0.5]}, "fisher": {0.5: [0.6]}, "ig": {0.5: [0.7]}}}
+    colours = report.line_colours(data)
+    assert list(colours) == ["ig", "fisher", "random"]
+    assert len(set(colours.values())) == 3
+    assert len(set(report.line_colours({"p": {f"m{i}": {} for i in range(20)}}).values())) == 20

@@ -62,6 +62,15 @@ def markdown_table(data: dict, *, x_label: str = "sparsity", fmt: str = "{:.3f}"
     return "\n".join(parts)
 
 
+def line_colours(data: dict) -> dict[str, str]:
+    """One colour per line name across every panel of ``data`` (first seen, first colour), so
+    that one legend serves all panels."""
+    names = list(dict.fromkeys(name for lines in data.values() for name in lines))
+    palette = [f"C{i}" for i in range(10)] + ["navy", "gold", "teal", "maroon", "lime", "black", "salmon",
+                                               "indigo", "khaki", "turquoise"]
+    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
+
+
 def plot(data: dict, path: Path, *, title: str, x_label: str = "sparsity", dense: dict | None = None,
          dense_label: str = "dense", y_label: str = "accuracy", intervals: dict | None = None,
          log_y: bool = False) -> Path | None:
@@ -75,6 +84,8 @@ def plot(data: dict, path: Path, *, title: str, x_label: str = "sparsity", dense
         print("matplotlib is not installed: no plot written (pip install 'attprune[plots]')")
         return None
     panels = list(data)
+    colours = line_colours(data)
+    legend = {}
     cols = min(3, len(panels))
     rows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
@@ -83,12 +94,13 @@ def plot(data: dict, path: Path, *, title: str, x_label: str = "sparsity", dense
             xs = sorted(values)
             ms = [mean_std(values[x])[0] for x in xs]
             ss = [mean_std(values[x])[1] for x in xs]
-            drawn = ax.errorbar(xs, ms, yerr=ss if any(ss) else None, marker="o", ms=3, capsize=2, label=name)
+            legend.setdefault(name, ax.errorbar(xs, ms, yerr=ss if any(ss) else None, marker="o", ms=3, capsize=2,
+                                                color=colours[name], label=name))
             band = (intervals or {}).get(panel, {}).get(name, {})
             if band:
                 bx = [x for x in xs if x in band]
                 ax.fill_between(bx, [band[x][0] for x in bx], [band[x][1] for x in bx], alpha=0.12,
-                                color=drawn.lines[0].get_color(), lw=0)
+                                color=colours[name], lw=0)
         if dense and panel in dense:
             ax.axhline(dense[panel], color="black", ls="--", lw=0.8, label=dense_label)
         ax.set_title(panel)
@@ -99,7 +111,9 @@ def plot(data: dict, path: Path, *, title: str, x_label: str = "sparsity", dense
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    handles, labels = axes.flat[0].get_legend_handles_labels()  # the dense line, then every method once
+    extra = [(h, n) for n, h in legend.items() if n not in labels]
+    axes.flat[0].legend(handles + [h for h, _ in extra], labels + [n for _, n in extra], fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
