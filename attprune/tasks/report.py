@@ -94,8 +94,9 @@ def plot(data: dict, path: Path, *, title: str, x_label: str = "sparsity", dense
             xs = sorted(values)
             ms = [mean_std(values[x])[0] for x in xs]
             ss = [mean_std(values[x])[1] for x in xs]
-            legend.setdefault(name, ax.errorbar(xs, ms, yerr=ss if any(ss) else None, marker="o", ms=3, capsize=2,
-                                                color=colours[name], label=name))
+            drawn = ax.errorbar(xs, ms, yerr=ss if any(ss) else None, marker="o", ms=3, capsize=2,
+                                color=colours[name], label=name)
+            legend.setdefault(name, drawn)
             band = (intervals or {}).get(panel, {}).get(name, {})
             if band:
                 bx = [x for x in xs if x in band]
