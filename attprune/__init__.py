@@ -13,7 +13,7 @@ The pipeline, one package per stage: ``architectures`` (where each family keeps 
 
 from ._version import __version__
 from .adaptation import AdaptConfig, Adapted, AdaptedModel, adapt, apply_adapted
-from .architectures import ArchSpec, AttentionSpec, FFNSpec, HeadLayout, register_architecture
+from .architectures import ArchSpec, AttentionSpec, ConfigKeys, FFNSpec, GGUFLayout, HeadLayout, register_architecture
 from .attribution import (
     METHODS,
     QUADRATURES,
@@ -22,6 +22,7 @@ from .attribution import (
     Scores,
     SiteScores,
     attribute,
+    input_means,
     register_method,
 )
 from .compact import compact, mask
@@ -42,8 +43,8 @@ from .sites import Site, find_sites
 
 __all__ = [
     "__version__", "AdaptConfig", "Adapted", "AdaptedModel", "adapt", "apply_adapted", "ArchSpec", "AttentionSpec",
-    "FFNSpec", "HeadLayout", "register_architecture", "METHODS", "QUADRATURES", "AttributionConfig", "Method",
-    "Scores", "SiteScores", "attribute", "register_method", "compact", "mask", "AdaptedMismatchError",
+    "ConfigKeys", "FFNSpec", "GGUFLayout", "HeadLayout", "register_architecture", "METHODS", "QUADRATURES", "AttributionConfig", "Method",
+    "Scores", "SiteScores", "attribute", "input_means", "register_method", "compact", "mask", "AdaptedMismatchError",
     "AttpruneError", "CheckpointError", "ExportError", "export", "InputError", "PlanMismatchError", "ResumeMismatchError",
     "UnsupportedModelError", "Plan", "make_plan", "from_pretrained", "save_pretrained", "Site", "find_sites",
 ]

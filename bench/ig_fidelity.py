@@ -28,9 +28,8 @@ import torch
 import attprune
 from attprune.attribution.methods import ig
 from attprune.io import write_json
-from attprune.tasks.encode import encode
-from attprune.tasks.experiment import attribution_rows
-from attprune.tasks.pack import TASKS
+from attprune.experiments.pack import TASKS, load_task
+from attprune.experiments.pipeline import draw_rows
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RULES = [("riemann_right", 20), ("gausslegendre", 2), ("gausslegendre", 3), ("gausslegendre", 4),
@@ -70,12 +69,11 @@ def compare(run: attprune.Scores, ref: attprune.Scores) -> dict:
 
 
 def minilm(examples: int):
-    from attprune.tasks.multitask import DEMO_TRAINING, load_or_train
+    from attprune.experiments.multitask import DEMO_TRAINING, load_or_train
 
     mt = load_or_train(DEMO_TRAINING)
-    spec = TASKS["hedge"]
-    rows = attribution_rows("hedge", examples)
-    return (mt.view("hedge").double(), encode(rows, mt.tokenizer, spec.kind, spec.max_length, 16),
+    rows = draw_rows(load_task("hedge").train, examples)
+    return (mt.view("hedge").double(), TASKS["hedge"].batches(rows, mt.tokenizer, 16),
             "demo multi-task MiniLM, hedge view, float64, gold label")
 
 
@@ -84,7 +82,7 @@ def smollm2(examples: int):
     from attprune.models import load_smollm2
 
     model, tokenizer = load_smollm2()
-    rows = attribution_rows("mr", examples)
+    rows = draw_rows(load_task("mr").train, examples)
     batches = text_batches(rows, tokenizer, task="causal", max_length=16, batch_size=examples)
     return model, batches, "SmolLM2-135M-Instruct, float32, mr sentences as text (<= 16 tokens), next tokens"
 

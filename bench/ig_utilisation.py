@@ -66,8 +66,8 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     from attprune.models import load_smollm2
-    from attprune.tasks.pack import load_task
-    from attprune.tasks.prompts import PROMPT_TASKS, attribution_batches, encode_prompts
+    from attprune.experiments.pack import load_task
+    from attprune.experiments.prompts import PROMPT_TASKS, attribution_batches, encode_prompts
 
     model, tokenizer = load_smollm2()
     task = PROMPT_TASKS["mr"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import attprune
-from attprune.demo import train_classifier
+from attprune.experiments.demo import train_classifier
 from attprune.models import load_minilm_classifier
 from attprune.samples import LABELS, SENTENCES
 

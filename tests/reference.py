@@ -81,3 +81,56 @@ def objective_with_site(model, batch, site_path, replacement):
         outputs = model(**model_kwargs(model, batch))
     handle.remove()
     return objective(model, outputs, batch["labels"])
+
+
+def site_mean(model, site, batches):
+    """The mean input feature vector of a site over the real tokens of ``batches``."""
+    total, count = 0, 0
+    for batch in batches:
+        x = site_input(model, site.path, batch)
+        mask = real_tokens(model, batch, site.stream)
+        total = total + x[mask].sum(0)
+        count += int(mask.sum())
+    return total / count
+
+
+def brute_force_joint_ig(model, batch, sites, alphas, weights, starts=None, objective_fn=None):
+    """IG along ONE path for several sites: every site's input held at start + alpha (x - start)
+    of its clean value at once, one full forward/backward per step; per-example unit scores."""
+    objective_fn = objective_fn or (lambda outputs: objective(model, outputs, batch["labels"]))
+    xs = {s.path: site_input(model, s.path, batch) for s in sites}
+    starts = starts or {s.path: torch.zeros(xs[s.path].shape[-1], dtype=xs[s.path].dtype) for s in sites}
+    grads = {p: torch.zeros_like(x) for p, x in xs.items()}
+    for alpha, weight in zip(alphas, weights):
+        scaled = {p: (starts[p] + alpha * (x - starts[p])).requires_grad_(True) for p, x in xs.items()}
+        handles = [model.get_submodule(p).register_forward_pre_hook(lambda m, args, t=t: (t,))
+                   for p, t in scaled.items()]
+        outputs = model(**model_kwargs(model, batch))
+        for h in handles:
+            h.remove()
+        f = objective_fn(outputs).sum()
+        found = torch.autograd.grad(f, list(scaled.values()))
+        for p, g in zip(scaled, found):
+            grads[p] += weight * g
+    return {s.path: reduce_units((xs[s.path] - starts[s.path]) * grads[s.path], s,
+                                 real_tokens(model, batch, s.stream)) for s in sites}
+
+
+def answer_objective(model, outputs, labels, choices, target):
+    """The gold answer against the others at the position that predicts the first labelled token
+    (causal LM) or over the classes (classifier): "normalized" or "margin"."""
+    logits = outputs.logits.double()
+    out = torch.zeros(logits.shape[0], dtype=torch.float64)
+    for b in range(logits.shape[0]):
+        if logits.dim() == 2:
+            logp, gold, options = torch.log_softmax(logits[b], -1), int(labels[b]), list(range(logits.shape[-1]))
+        else:
+            t = next(t for t in range(1, labels.shape[1]) if labels[b, t] != -100)
+            logp = torch.log_softmax(logits[b, t - 1], -1)
+            gold, options = int(labels[b, t]), [int(c) for c in choices[b]]
+        values = torch.stack([logp[c] for c in options])
+        if target == "normalized":
+            out[b] = logp[gold] - torch.logsumexp(values, 0)
+        else:
+            out[b] = logp[gold] - torch.stack([logp[c] for c in options if c != gold]).max()
+    return out

@@ -181,8 +181,8 @@ def test_cli_scores_a_dispatched_model_like_an_undispatched_one(float64_model_di
     from attprune import cli
 
     loaded = []
-    load = cli._load_model
-    monkeypatch.setattr(cli, "_load_model", lambda *a: loaded.append(load(*a)) or loaded[-1])
+    load = cli.load_model
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: loaded.append(load(*a, **k)) or loaded[-1])
     common = ["score", "--model", str(float64_model_dir), "--data", str(eleven_rows), "--steps", "3",
               "--batch-size", "4", "--no-progress"]
     assert main(common + ["--out", str(tmp_path / "whole")]) == 0

@@ -21,7 +21,7 @@ FAST = ["triton", "native"]
 
 
 def _need(backend):
-    why = ops._unavailable(backend, DEVICE if backend == "triton" else torch.device("cpu"))
+    why = ops.unavailable(backend, DEVICE if backend == "triton" else torch.device("cpu"))
     if why is None:
         return
     if backend == "native" and os.environ.get("ATTPRUNE_REQUIRE_NATIVE") == "1":

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import attprune
-from attprune.batches import IGNORE_INDEX
+from attprune.batches import IGNORE_INDEX, padded
 from attprune.errors import InputError
-from attprune.tasks.intervals import mean_interval, paired_difference
-from attprune.tasks.lm_eval import answer_log_likelihoods, text_windows, window_nll
-from attprune.tasks.prompts import PromptExample, left_padded, right_padded
+from attprune.experiments.answers import answer_log_likelihoods, text_windows, window_nll
+from attprune.experiments.prompts import PromptExample
+from attprune.experiments.stats import mean_interval, paired_difference
 
 from tiny import gpt2, llama
 
@@ -64,9 +64,9 @@ def test_text_windows_cut_the_stream_into_equal_windows():
 
 
 def test_padding_sides():
-    ids, mask = left_padded([[5, 6], [7]], pad=0)
+    ids, mask = padded([[5, 6], [7]], pad=0, left=True)
     assert ids.tolist() == [[5, 6], [0, 7]] and mask.tolist() == [[1, 1], [0, 1]]
-    ids, mask = right_padded([[5, 6], [7]], pad=0)
+    ids, mask = padded([[5, 6], [7]], pad=0)
     assert ids.tolist() == [[5, 6], [7, 0]] and mask.tolist() == [[1, 1], [1, 0]]
 
 
@@ -105,7 +105,7 @@ def smollm2():
 
 @pytest.mark.llm
 def test_prompt_batches_label_exactly_the_gold_answer(smollm2):
-    from attprune.tasks.prompts import PROMPT_TASKS, answer_ids, attribution_batches, encode_prompts
+    from attprune.experiments.prompts import PROMPT_TASKS, answer_ids, attribution_batches, encode_prompts
 
     _, tokenizer = smollm2
     task = PROMPT_TASKS["bbc"]
@@ -124,7 +124,7 @@ def test_prompt_batches_label_exactly_the_gold_answer(smollm2):
 @pytest.mark.llm
 @pytest.mark.slow
 def test_smollm2_prompt_attribution_compacts_and_reloads(smollm2, tmp_path):
-    from attprune.tasks.prompts import PROMPT_TASKS, attribution_batches, encode_prompts
+    from attprune.experiments.prompts import PROMPT_TASKS, attribution_batches, encode_prompts
 
     model, tokenizer = smollm2
     task = PROMPT_TASKS["bbc"]
@@ -145,7 +145,7 @@ def test_smollm2_prompt_attribution_compacts_and_reloads(smollm2, tmp_path):
 
 
 def test_unknown_prompt_task_is_refused_by_name():
-    from attprune.tasks.llm import prompt_run
+    from attprune.experiments.llm import LLMTask
 
     with pytest.raises(InputError, match="unknown prompt task 'nope'.*mr, tweets, bbc, hedge, spam"):
-        prompt_run(llama(), None, "nope")
+        LLMTask.of(llama(), None, "nope")

@@ -5,7 +5,7 @@ import torch
 from captum.attr import IntegratedGradients
 
 import attprune
-from attprune.demo import run_demo
+from attprune.experiments.demo import run_demo
 from attprune.models import load_minilm_classifier
 from attprune.samples import LABELS, SENTENCES
 

@@ -35,8 +35,8 @@ def test_triton_kernels_live_inside_the_package():
 
 
 def test_the_core_import_is_light():
-    """``import attprune`` loads no task harness, plotting, datasets or Triton (extras)."""
-    probe = ("import sys, attprune; print(sorted(m for m in ('attprune.tasks', 'attprune.demo', 'matplotlib', "
-             "'datasets', 'triton', 'captum') if m in sys.modules))")
+    """``import attprune`` loads no research harness, plotting, datasets, lm-eval or Triton (extras)."""
+    probe = ("import sys, attprune; print(sorted(m for m in sys.modules if m.startswith('attprune.experiments') or m in "
+             "('matplotlib', 'datasets', 'triton', 'captum', 'lm_eval', 'onnx', 'gguf', 'llama_cpp')))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"

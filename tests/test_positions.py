@@ -225,7 +225,7 @@ def test_conductance_reduces_over_the_chosen_positions():
 
 @pytest.mark.parametrize("backend", ["triton", "native"])
 def test_fast_backends_agree_with_torch_at_positions(backend):
-    why = ops._unavailable(backend, torch.device("cpu"))
+    why = ops.unavailable(backend, torch.device("cpu"))
     if why is not None:
         pytest.skip(why)
     model = tiny.llama(dtype=torch.float32)
@@ -248,7 +248,7 @@ def test_interpolation_at_positions_keeps_the_other_tokens_exactly(with_bias):
     alphas = torch.tensor([0.0, 0.3, 1.0])
     expected = ops_reference.ig_interpolate(z, bias, alphas).view(3, 3, 5, 19)
     expected = torch.where(chosen[None, :, :, None], expected, z[None]).view(9, 5, 19)
-    backends = ["torch"] + (["triton"] if ops._unavailable("triton", torch.device("cpu")) is None else [])
+    backends = ["torch"] + (["triton"] if ops.unavailable("triton", torch.device("cpu")) is None else [])
     for backend in backends:
         got = ops.ig_interpolate(z, bias, alphas, positions=chosen, backend=backend)
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)

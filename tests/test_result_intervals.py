@@ -7,9 +7,11 @@ import torch
 
 from attprune import InputError
 from attprune.data import accuracy, correctness
-from attprune.tasks.benchmark import comparisons, contrast_markdown, contrasts
-from attprune.tasks.experiment import Outcome
-from attprune.tasks.intervals import Interval, mean_interval, mean_of_groups, paired_difference, verdict
+from attprune.experiments.encoder_benchmark import comparisons
+from attprune.experiments.pipeline import Outcome
+from attprune.experiments.report import contrast_markdown
+from attprune.experiments.stats import (Interval, contrasts, mean_interval, mean_of_groups, paired_difference,
+                                       verdict)
 
 from tiny import batch_for, bert_cls, bert_token
 

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from attprune.tasks import corpora, pack
-from attprune.tasks.encode import accuracy, encode
+from attprune.data import accuracy
+from attprune.experiments import corpora, pack
 
 
 @pytest.fixture()
@@ -81,7 +81,7 @@ def test_token_batches_label_first_subwords_only():
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(packaged_minilm_path())
     rows = [{"words": ["Unbelievably", "fast", "."], "tags": [27, 27, 6]}, {"words": ["Hi"], "tags": [33]}]
-    (batch,) = encode(rows, tok, "token", 32)
+    (batch,) = pack.TASKS["pos"].batches(rows, tok, max_length=32)
     labels = batch["labels"]
     assert labels.shape == batch["input_ids"].shape
     first = labels[0][labels[0] != -100].tolist()
@@ -105,7 +105,7 @@ def test_summary_checks_targets_from_result_files(tmp_path):
     experiments' pooled contrasts: met / missed only when the whole interval says so."""
     import json
 
-    from attprune.tasks import summary
+    from attprune.experiments import summary
 
     dense = {"a": {"accuracy": 0.8, "ci95": [0.77, 0.83], "examples": 800},
              "b": {"accuracy": 0.9, "ci95": [0.88, 0.92], "examples": 600}}
@@ -161,7 +161,7 @@ def test_summary_checks_targets_from_result_files(tmp_path):
 
 
 def test_report_bands_carry_each_rows_interval_and_plot_draws_them(tmp_path):
-    from attprune.tasks import report
+    from attprune.experiments import report
 
     rows = [{"task": "bbc", "method": "ig", "sparsity": s, "accuracy": a, "ci95": [a - 0.05, a + 0.04]}
             for s, a in ((0.1, 0.5), (0.3, 0.4))] + [{"task": "bbc", "method": "fisher", "sparsity": 0.1,
@@ -178,7 +178,7 @@ def test_report_bands_carry_each_rows_interval_and_plot_draws_them(tmp_path):
 def test_report_lines_keep_one_colour_across_panels():
     """The legend sits in the first panel: a method must have the same colour in every panel,
     whatever order or subset of methods each panel has."""
-    from attprune.tasks import report
+    from attprune.experiments import report
 
     data = {"mr": {"ig": {0.5: [0.8]}, "fisher": {0.5: [0.7]}},
             "hedge": {"random": {0.5: [0.5]}, "fisher": {0.5: [0.6]}, "ig": {0.5: [0.7]}}}

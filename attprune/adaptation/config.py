@@ -23,7 +23,7 @@ from pathlib import Path
 from ..errors import AdaptedMismatchError, InputError
 from ..settings import Settings, check_int, option
 from .head import HEAD_KINDS
-from .store import read_task_file
+from .taskfile import read_task_file
 from .targets import GRANULARITIES, check_embeddings
 
 #: initialisations of theta: random N(init_mean, init_std^2) draws (the paper's), or the same

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,18 +26,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import AdaptedMismatchError
-from ..io import atomic_dir, read_format_json, tensors_digest
+from ..io import atomic_dir, tensors_digest
 from ..plan import Plan
 from .head import LayerWeightedHead, new_head
 from .model import AdaptedModel, encoder_of
 from .targets import GRANULARITIES, MaskTarget
+from .taskfile import FORMAT, TASK_FILE, read_task_file
 
-if TYPE_CHECKING:
-    from .train import Adapted
-
-TASK_FILE = "attprune_adapted.json"
-OLD_TASK_FILE = "adapter_config.json"  # read only, when TASK_FILE is absent
-FORMAT = "attprune.adapted/1"
+# ``Adapted`` (``.train``) appears in annotations only, as a string: train imports this module
 
 __all__ = ["AdaptedMismatchError", "FORMAT", "TASK_FILE", "apply_adapted", "fingerprint", "pack_bits",
            "read_task_file", "save_adapted", "unpack_bits"]
@@ -97,16 +92,6 @@ def save_adapted(result: Adapted, path: str | Path, tokenizer=None) -> Path:
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp / "tokenizer")
     return path
-
-
-def read_task_file(path: Path) -> dict:
-    """The task folder's JSON (``attprune_adapted.json``, else an older ``adapter_config.json``)."""
-    file = path / TASK_FILE
-    if not file.is_file() and (path / OLD_TASK_FILE).is_file():
-        file = path / OLD_TASK_FILE
-    return read_format_json(file, FORMAT, AdaptedMismatchError,
-                            f"{path} is not an adapted task folder (no {TASK_FILE}); write one with "
-                            "attprune.adapt(...).save(path) or attprune adapt --out", "save the task again")
 
 
 def _load_tensors(file: Path) -> dict[str, torch.Tensor]:

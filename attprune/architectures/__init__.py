@@ -7,7 +7,9 @@ from . import bert, distilbert, gpt2, llama, t5  # noqa: F401  (register the bui
 from .spec import (
     ArchSpec,
     AttentionSpec,
+    ConfigKeys,
     FFNSpec,
+    GGUFLayout,
     HeadLayout,
     NoHeadAttention,
     missing_head_layout,
@@ -16,5 +18,5 @@ from .spec import (
     unregister_architecture,
 )
 
-__all__ = ["ArchSpec", "AttentionSpec", "FFNSpec", "HeadLayout", "NoHeadAttention", "missing_head_layout",
+__all__ = ["ArchSpec", "AttentionSpec", "ConfigKeys", "FFNSpec", "GGUFLayout", "HeadLayout", "NoHeadAttention", "missing_head_layout",
            "register_architecture", "spec_for", "unregister_architecture"]

@@ -1,6 +1,7 @@
-"""DistilBERT: ``attention`` holds q_lin / k_lin / v_lin and the output projection ``out_lin``."""
+"""DistilBERT: ``attention`` holds q_lin / k_lin / v_lin and the output projection ``out_lin``;
+a plain config states the FFN width (``hidden_dim``), not removed heads (``dim / n_heads``)."""
 
-from .spec import ArchSpec, AttentionSpec, FFNSpec, HeadLayout, register_architecture
+from .spec import ArchSpec, AttentionSpec, ConfigKeys, FFNSpec, HeadLayout, register_architecture
 
 DISTILBERT = register_architecture(ArchSpec(
     name="distilbert",
@@ -12,4 +13,5 @@ DISTILBERT = register_architecture(ArchSpec(
     embeddings=("embeddings",),
     heads=HeadLayout(lambda n_heads, n_kv_heads, head_dim: {"n_heads": n_heads},
                      empty_out="out_lin", empty_outputs=2),
+    widths=ConfigKeys("hidden_dim"),
 ))

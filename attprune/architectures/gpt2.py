@@ -1,8 +1,8 @@
 """GPT-2: one fused ``c_attn`` Conv1D projects [q | k | v] and the forward splits it by
 ``split_size``; weights are stored [in, out] (``Conv1D``). A layer that loses every head
-keeps ``c_proj`` (its bias)."""
+keeps ``c_proj`` (its bias). A plain config states the FFN width (``n_inner``)."""
 
-from .spec import ArchSpec, AttentionSpec, FFNSpec, HeadLayout, register_architecture
+from .spec import ArchSpec, AttentionSpec, ConfigKeys, FFNSpec, HeadLayout, register_architecture
 
 GPT2 = register_architecture(ArchSpec(
     name="gpt2",
@@ -15,4 +15,5 @@ GPT2 = register_architecture(ArchSpec(
     embeddings=("drop",),
     heads=HeadLayout(lambda n_heads, n_kv_heads, head_dim: {"num_heads": n_heads, "split_size": n_heads * head_dim},
                      empty_out="c_proj", empty_outputs=2),
+    widths=ConfigKeys("n_inner"),
 ))

@@ -78,6 +78,57 @@ class NoHeadAttention(nn.Module):
 HeadAttributes = Callable[[int, int, int], dict]
 
 
+@dataclass(frozen=True)
+class ConfigKeys:
+    """The config attributes that state a family's widths, for a plain transformers checkpoint
+    (``export(format="hf")``): FFN width, and, where the family can state removed heads, query
+    heads, key/value heads and head size.
+
+    ``heads=None``: removed heads cannot be stated (the family derives its head size from
+    ``hidden_size / heads``, or, T5, every layer reads layer 0's relative position bias).
+    ``ffn_bias`` / ``attention_bias``: the config flags that give the FFN / attention
+    projections biases (Llama's ``mlp_bias`` / ``attention_bias``), so that a compacted model
+    whose down / output projection carries a compensation bias (``compact(...,
+    compensate=...)``) is a plain config too; ``None``: the family cannot state them.
+    """
+
+    ffn: str
+    heads: str | None = None
+    kv_heads: str | None = None
+    head_dim: str | None = None
+    ffn_bias: str | None = None
+    attention_bias: str | None = None
+
+
+@dataclass(frozen=True)
+class GGUFLayout:
+    """What llama.cpp needs of a family to run it from one GGUF file (``export(format="gguf")``).
+
+    arch: llama.cpp's architecture when every layer has the same shape (``"llama"``).
+    varied_arch: its architecture for layers of different widths (``"deci"``: per-layer
+        arrays of FFN width and head counts), or None to refuse such models.
+    tensors: model-level GGUF tensor names -> module paths (``"token_embd"`` ->
+        ``"model.embed_tokens"``); a path the model lacks is skipped (tied output).
+    block: per-block GGUF names -> module paths relative to the block
+        (``"ffn_down"`` -> ``"mlp.down_proj"``); each module's ``weight`` (and ``bias``, when
+        it has one) is written as ``blk.{i}.{name}.weight`` / ``.bias``.
+    rotary: the block names whose rows are permuted from Hugging Face's rotary layout (halves)
+        to llama.cpp's (adjacent pairs), per head (q and k).
+    hyperparameters: ``config -> {gguf writer key: value}`` beyond the widths (context length,
+        rope base, norm epsilon...): ``writer.add_<key>(value)`` for each.
+    check: ``model -> None``; raises ``ExportError`` for what llama.cpp cannot run (a sliding
+        window, another rope type).
+    """
+
+    arch: str
+    block: dict[str, str]
+    tensors: dict[str, str]
+    hyperparameters: Callable[[object], dict]
+    varied_arch: str | None = None
+    rotary: tuple[str, ...] = ()
+    check: Callable[[nn.Module], None] | None = None
+
+
 class HeadLayout:
     """How a family stores heads: what compaction changes besides the sliced projections.
 
@@ -137,6 +188,11 @@ class ArchSpec:
         gradient methods (``"conductance"``, ``"grad_x_act"``, ``"fisher"``) interpolate.
     heads: how the family stores heads (``HeadLayout``), for compaction; ``None`` for a
         family whose heads are scored and masked but never compacted.
+    widths: the config attributes that state its widths (``ConfigKeys``), for plain
+        transformers checkpoints; None: ``export(format="hf")`` refuses the family.
+    gguf: what llama.cpp needs (``GGUFLayout``); None: ``export(format="gguf")`` refuses it.
+    max_positions: ``config -> the longest input it has positions for`` (None: no limit);
+        default ``config.max_position_embeddings`` for families that are not encoder-decoders.
     first_token_tail: for families whose sequence classifiers read only the first token of
         the last block's output: the path, relative to a block, of the module from which the
         block is position-wise (every tensor it is given can be cut to that token), e.g.
@@ -153,7 +209,19 @@ class ArchSpec:
     head_dim: Callable[[object], int]
     embeddings: tuple[str, ...]
     heads: HeadLayout | None = None
+    widths: ConfigKeys | None = None
+    gguf: GGUFLayout | None = None
+    max_positions: Callable[[object], int | None] | None = None
     first_token_tail: str | None = None
+
+    def max_tokens(self, config) -> int | None:
+        """The longest input ``config``'s model has positions for (None: no limit)."""
+        if self.max_positions is not None:
+            return self.max_positions(config)
+        positions = getattr(config, "max_position_embeddings", None)
+        if not isinstance(positions, int) or getattr(config, "is_encoder_decoder", False):
+            return None
+        return positions
 
 
 _REGISTRY: dict[str, ArchSpec] = {}

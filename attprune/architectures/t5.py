@@ -10,7 +10,8 @@ part: block 0's ``relative_attention_bias`` (an Embedding [buckets, heads]) comp
 different heads, one shared bias cannot fit them all, so every self-attention layer of a
 compacted stack gets its own table (block 0's columns of the heads it keeps: a few hundred
 numbers per layer) and computes its own bias; a pre-hook drops the bias handed down the
-stack.  Cross-attention has no relative bias (zeros of its own head count).
+stack.  Cross-attention has no relative bias (zeros of its own head count).  A plain config
+states the FFN width (``d_ff``) only: its layers would share one position table.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from .. import devices
-from .spec import ArchSpec, AttentionSpec, FFNSpec, HeadLayout, register_architecture
+from .spec import ArchSpec, AttentionSpec, ConfigKeys, FFNSpec, HeadLayout, register_architecture
 
 
 def _table(attention: nn.Module) -> torch.Tensor:
@@ -89,4 +90,6 @@ T5 = register_architecture(ArchSpec(
     # transformers 5 ties separate embed_tokens modules; 4.x calls the shared one
     embeddings=("encoder.embed_tokens", "decoder.embed_tokens", "shared"),
     heads=T5Heads(),
+    # later layers read layer 0's relative position bias for *their* kept heads: heads are no plain config
+    widths=ConfigKeys("d_ff"),
 ))

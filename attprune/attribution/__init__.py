@@ -7,9 +7,10 @@ objective F) and returns ``Scores``.
 
 from .api import attribute
 from .config import AttributionConfig
+from .means import input_means
 from .methods import METHODS, Method, register_method, unregister_method
 from .quadrature import QUADRATURES, quadrature
 from .scores import Scores, SiteScores
 
-__all__ = ["AttributionConfig", "METHODS", "Method", "QUADRATURES", "Scores", "SiteScores", "attribute", "quadrature",
+__all__ = ["AttributionConfig", "METHODS", "Method", "QUADRATURES", "Scores", "SiteScores", "attribute", "input_means", "quadrature",
            "register_method", "unregister_method"]

@@ -17,6 +17,7 @@ from ..sites import Site, find_embeddings, find_sites
 from . import distributed
 from .config import AttributionConfig
 from .inputs import check_batch
+from .means import input_means
 from .memory import nodes_per_pass, token_budget
 from .methods import Method, method_class
 from .resume import DataDigest, PartialRun
@@ -87,6 +88,11 @@ def attribute(model: nn.Module, batches: Iterable[dict] | None, config: Attribut
     if method.needs_data:
         if batches is None:
             raise InputError(f"method={config.method!r} needs data: pass an iterable of batches")
+        if method.needs_input_means:
+            if iter(batches) is batches:
+                raise InputError("baseline='mean' reads the data twice (the means first): pass a list or a "
+                                 "DataLoader, not an iterator")
+            method.input_means = input_means(model, batches, sites=sites, long_inputs=config.long_inputs)
         scores = _data_driven(model, sites, batches, method, progress, _partial(model, sites, batches, config,
                                                                                    resume_dir, save_every),
                               save_every)
@@ -98,6 +104,7 @@ def attribute(model: nn.Module, batches: Iterable[dict] | None, config: Attribut
                        kv_heads={s.path: s.n_kv_heads for s in sites if s.n_kv_heads and s.n_kv_heads < s.n_units},
                        n_examples=scores.n_examples, seconds=round(time.perf_counter() - started, 3),
                        world_size=distributed.rank_and_size()[1], **method.statistics())
+    scores.input_means = method.input_means
     return scores
 
 

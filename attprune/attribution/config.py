@@ -25,6 +25,7 @@ from ..sites import UNIT_KINDS
 from .inputs import LONG_INPUTS
 from .memory import parse_memory
 from .methods.base import METHODS, method_class
+from .methods.ig import BASELINES, PATHS
 from .objective import TARGET_ERROR, TARGETS
 from .quadrature import AUTO, QUADRATURES
 from .tokens import CLI_POSITIONS, check_positions
@@ -52,10 +53,20 @@ class AttributionConfig(Settings):
     quadrature: str = option("gausslegendre", "node rule of the path integral (Captum's method names)",
                              choices=QUADRATURES)
     target: Union[str, Callable] = option("label", "explain the gold label's log-probability, the model's own "
-                                                   "prediction (no labels needed), or the gold label's probability "
+                                                   "prediction (no labels needed), the gold label's probability "
                                                    "(exp of 'label': the target token's softmax probability, the "
-                                                   "joint one of several labelled tokens); in Python also a "
-                                                   "callable (outputs, batch) -> Tensor[batch]", cli_choices=TARGETS)
+                                                   "joint one of several labelled tokens), the gold answer's "
+                                                   "log-probability normalised over the task's answers "
+                                                   "(normalized) or its margin over the best other answer (margin; "
+                                                   "a causal LM reads the answers from each batch's 'choices'); in "
+                                                   "Python also a callable (outputs, batch) -> Tensor[batch]",
+                                          cli_choices=TARGETS)
+    baseline: str = option("zero", "ig: where each unit's path starts: zero (the unit off) or mean (its mean "
+                                   "activation over the attribution data, computed in a first pass)",
+                           choices=BASELINES)
+    path: str = option("site", "ig: one path per site (the layers above it run at every node: exact per-site "
+                               "attribution), or joint: one path for all sites of a kind (every FFN site, or every "
+                               "head site, scaled together: one pass of the model per node)", choices=PATHS)
     reduce_tokens: str = option("sum", "how per-token scores become one per example (over real tokens, or the "
                                        "chosen positions)", choices=REDUCTIONS)
     positions: Union[str, Callable] = option(
@@ -112,6 +123,9 @@ class AttributionConfig(Settings):
             raise InputError(f"method={self.method!r} does not take positions (positions={self.positions!r}); "
                              "use positions='all', or a method that does (ig, conductance, grad_x_act, fisher, "
                              "activation)")
+        if (self.baseline, self.path) != ("zero", "site") and self.method != "ig":
+            raise InputError(f"baseline={self.baseline!r} and path={self.path!r} set integrated gradients' path; "
+                             f"method={self.method!r} has none (use the defaults 'zero' and 'site')")
         if self.memory_budget is not None:
             parse_memory(self.memory_budget)
         method_class(self.method).check(self)

@@ -53,10 +53,9 @@ def init_from_env() -> bool:
     """Join the process group torchrun describes (WORLD_SIZE > 1); True if this call did."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
         return False
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
+    if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend)
+    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     return True
 
 

@@ -12,22 +12,17 @@ import warnings
 
 import torch
 
+from ..architectures import spec_for
 from ..batches import truncate_tokens
 from ..errors import InputError
 
 LONG_INPUTS = ("truncate", "error")
-#: families whose position table holds padding_idx + 1 extra rows before the first position
-_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")
 
 
-def max_tokens(config) -> int | None:
-    """Longest input the model has positions for (None: relative positions, no limit)."""
-    positions = getattr(config, "max_position_embeddings", None)
-    if not isinstance(positions, int) or getattr(config, "is_encoder_decoder", False):
-        return None
-    if getattr(config, "model_type", "") in _OFFSET_POSITIONS:
-        positions -= (getattr(config, "pad_token_id", 1) or 1) + 1
-    return positions
+def max_tokens(model) -> int | None:
+    """Longest input the model has positions for (None: relative positions, no limit), as its
+    family's spec says (``ArchSpec.max_tokens``)."""
+    return spec_for(model).max_tokens(model.config)
 
 
 def check_batch(model, batch: dict, long_inputs: str = "truncate") -> dict:
@@ -40,7 +35,7 @@ def check_batch(model, batch: dict, long_inputs: str = "truncate") -> dict:
         bad = int(ids.max()) if int(ids.max()) >= vocab else int(ids.min())
         raise InputError(f"token id {bad} is outside the model's vocabulary of {vocab}: the tokenizer does not "
                          "match the model (tokenize with the model's own tokenizer)")
-    limit = max_tokens(model.config)
+    limit = max_tokens(model)
     if limit is None or ids.dim() < 2 or ids.shape[1] <= limit:
         return batch
     if long_inputs == "error":

@@ -9,7 +9,12 @@ label, exp of what ``"label"`` explains: the softmax probability of the target t
 labelled token (the knowledge-neurons objective, e.g. the [MASK] of a cloze probe); for
 several labelled tokens of an example, their joint probability, the product of their
 (teacher-forced) probabilities, not a sum or mean of them (pass a callable for those); not
-defined for a regression head.  Or a callable ``(outputs, batch) -> Tensor[batch]``.
+defined for a regression head.  ``target="normalized"``: the gold answer's log-probability
+normalised over the task's answers, ``log p(gold) - logsumexp over answers of log p(answer)``;
+``target="margin"``: ``log p(gold) - max over the other answers of log p(answer)``.  The answers
+are a classifier's classes, or, for a causal LM, the batch's ``choices`` entry (the first token
+of every answer, ``attprune.data.answer_batches``), read at the position that predicts the
+first labelled token.  Or a callable ``(outputs, batch) -> Tensor[batch]``.
 
 A masked LM (``...ForMaskedLM``) scores as token classification: its labels hold the target
 token at the [MASK] positions and -100 elsewhere.
@@ -26,9 +31,11 @@ from ..batches import IGNORE_INDEX
 from ..errors import InputError
 
 TargetSpec = Union[str, Callable]
-TARGETS = ("label", "prediction", "probability")
+TARGETS = ("label", "prediction", "probability", "normalized", "margin")
 #: the targets that read the batch's gold labels
-LABEL_TARGETS = ("label", "probability")
+LABEL_TARGETS = ("label", "probability", "normalized", "margin")
+#: the targets that compare the gold answer with the task's other answers
+CHOICE_TARGETS = ("normalized", "margin")
 TASKS = ("sequence", "token", "causal", "seq2seq")
 
 
@@ -83,9 +90,12 @@ def check_labels(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -
 
 
 def value_of(model: nn.Module, target: str, logits: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype,
-             logit_positions: torch.Tensor | None = None) -> torch.Tensor:
+             logit_positions: torch.Tensor | None = None, choices: torch.Tensor | None = None) -> torch.Tensor:
     """F per example for a named target: the log-probability of the labels ("label",
-    "prediction": ``labels`` then hold the predictions), or its exp ("probability")."""
+    "prediction": ``labels`` then hold the predictions), its exp ("probability"), or the gold
+    answer against the others ("normalized", "margin": ``choices`` [rows, answers] for a causal LM)."""
+    if target in CHOICE_TARGETS:
+        return _against_choices(model, target, logits, labels, dtype, logit_positions, choices)
     log_prob = log_prob_of(model, logits, labels, dtype, logit_positions)
     if target != "probability":
         return log_prob
@@ -118,6 +128,38 @@ def log_prob_of(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor, dt
     return (logp * keep).sum(-1)
 
 
+def _against_choices(model: nn.Module, target: str, logits: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype,
+                     logit_positions: torch.Tensor | None, choices: torch.Tensor | None) -> torch.Tensor:
+    """``"normalized"`` / ``"margin"``: the gold answer's log-probability against the other answers'."""
+    task = _task(model, logits)
+    if task == "sequence" and logits.shape[-1] > 1:  # the answers are the classes
+        log_probs = torch.log_softmax(logits.to(dtype), -1)
+        gold = labels
+    elif task == "causal":
+        if choices is None:
+            raise InputError(f"target={target!r} compares the gold answer with the task's other answers: every batch "
+                             "needs a 'choices' entry, the first token of each answer (attprune.data.answer_batches "
+                             "or prompt_batches add it)")
+        if logit_positions is not None:
+            labels = labels[:, logit_positions + 1]
+        else:
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        first = (labels != IGNORE_INDEX).int().argmax(1)  # the position predicting the first answer token
+        rows = torch.arange(labels.shape[0], device=labels.device)
+        gold = labels[rows, first]
+        vocabulary = torch.log_softmax(logits[rows, first].to(dtype), -1)
+        if not (choices == gold[:, None]).any(1).all():
+            raise InputError("the gold answer's first token is not among the batch's choices")
+        log_probs, gold = vocabulary.gather(1, choices), (choices == gold[:, None]).int().argmax(1)
+    else:
+        raise InputError(f"target={target!r} needs a classifier or a causal LM with answer choices, not a {task} model")
+    gold_log_prob = log_probs.gather(1, gold[:, None]).squeeze(1)
+    if target == "normalized":
+        return gold_log_prob - torch.logsumexp(log_probs, 1)
+    others = log_probs.scatter(1, gold[:, None], float("-inf"))
+    return gold_log_prob - others.max(1).values
+
+
 def predicted_labels(model: nn.Module, logits: torch.Tensor, batch: dict) -> torch.Tensor:
     """The model's own argmax in the place of labels (positions as ``labels`` would have)."""
     task = _task(model, logits)
@@ -144,5 +186,6 @@ def resolve(target: TargetSpec) -> TargetSpec:
     raise InputError(TARGET_ERROR.format(target=target))
 
 
-TARGET_ERROR = ("target must be 'label', 'prediction' or a callable (outputs, batch) -> Tensor[batch], or "
-                "'probability' (the gold label's probability); got {target!r}")
+TARGET_ERROR = ("target must be 'label', 'prediction' or a callable (outputs, batch) -> Tensor[batch], "
+                "'probability' (the gold label's probability), 'normalized' or 'margin' (the gold answer against "
+                "the others); got {target!r}")

@@ -12,7 +12,7 @@ from accelerate.utils import align_module_device
 from torch import nn
 
 from .. import devices
-from ..batches import IGNORE_INDEX, POSITIONS_KEY, batch_rows, slice_batch, tile_batch, truncate_tokens
+from ..batches import CHOICES_KEY, IGNORE_INDEX, NOT_MODEL_INPUTS, batch_rows, slice_batch, tile_batch, truncate_tokens
 from ..errors import InputError, InputTypeError, UnsupportedModelError
 from ..sites import Site, first_token_tail, weight_out_in
 from . import objective, replay
@@ -73,6 +73,7 @@ class Runner:
         self.dtype = dtype
         self.replay_sites = replay_sites
         self.record_modules = set(record)
+        self.flat: set[str] = set()  # sites whose module sees the tokens flattened (``by_token``)
         self.max_new_tokens = max_new_tokens
         self._probe: tuple[list, dict] | None = None  # (structure, batch-major leaves per call)
         self._needed: set[tuple[str, int]] = set()
@@ -112,7 +113,7 @@ class Runner:
                 raise InputError("a callable target must return a 1-D tensor with one value per example")
             return value.to(self.acc_dtype)
         return objective.value_of(self.model, self.target, objective.logits_of(outputs), batch["labels"],
-                                  self.acc_dtype, logit_positions)
+                                  self.acc_dtype, logit_positions, batch.get(CHOICES_KEY))
 
     def pass_objective(self, clean: Clean, times: int) -> torch.Tensor:
         """F of every row of one pass over ``times`` copies of the batch (step-major), under
@@ -128,7 +129,7 @@ class Runner:
             raise InputTypeError("each batch must be a dict of tensors (as a model takes them), got "
                                  f"{type(batch).__name__}")
         given = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        inputs = {k: v for k, v in given.items() if k not in ("labels", POSITIONS_KEY)}
+        inputs = {k: v for k, v in given.items() if k not in NOT_MODEL_INPUTS}
         if "input_ids" not in inputs and "inputs_embeds" not in inputs:
             raise InputError("a batch needs input_ids (or inputs_embeds)")
         if batch_rows(inputs) == 0:
@@ -215,6 +216,8 @@ class Runner:
             return self.prepare(batch, _reprobed=True)
         clean.log = log
         clean.objective_batch = dict(inputs, labels=self._labels_for_objective(outputs, inputs, labels))
+        if CHOICES_KEY in given:
+            clean.objective_batch[CHOICES_KEY] = given[CHOICES_KEY]
         clean.value = self.objective(outputs, clean.objective_batch).detach()
         if self.keeps_logits:
             clean.logit_positions = _labelled_logit_positions(clean.objective_batch["labels"])
@@ -270,9 +273,27 @@ class Runner:
 
     def _capture(self, site: Site, clean: Clean):
         def hook(module, args, output):
-            clean.site_inputs[site.path] = args[0].detach()
-            clean.site_outputs[site.path] = output.detach()
+            clean.site_inputs[site.path] = self.by_token(site, args[0].detach(), clean.rows)
+            clean.site_outputs[site.path] = self.by_token(site, output.detach(), clean.rows)
         return self.model.get_submodule(site.path).register_forward_hook(hook)
+
+    def by_token(self, site: Site, t: torch.Tensor, rows: int) -> torch.Tensor:
+        """A site tensor as [rows, tokens, features]: some families (OPT) run their FFN on the
+        tokens flattened, [rows * tokens, features]; those sites are remembered so that what
+        replaces their output is flattened the same way (``as_called``)."""
+        if t.dim() != 2:
+            return t
+        self.flat.add(site.path)
+        return t.view(rows, -1, t.shape[-1])
+
+    def as_called(self, site: Site, t: torch.Tensor) -> torch.Tensor:
+        """A [rows, tokens, features] tensor in the shape ``site``'s module exchanges with the model."""
+        return t.reshape(-1, t.shape[-1]) if site.path in self.flat else t
+
+    def output_replacement(self, site: Site, output: torch.Tensor):
+        """A forward replacement of ``site``'s module that returns ``output`` ([rows, tokens, features])."""
+        output = self.as_called(site, output)
+        return lambda original, args, kwargs: output
 
     # -- replays -------------------------------------------------------------------------
 
@@ -284,11 +305,15 @@ class Runner:
             plan[self.tail[1]] = first_token_only
         return plan
 
-    def value_with_site_output(self, clean: Clean, site: Site, output: torch.Tensor) -> torch.Tensor:
-        """F of every example with ``site``'s output replaced by ``output`` (e.g. the site off:
-        its bias), the layers below replayed."""
-        replacements = self.replacements_above(clean, site, 1)
-        replacements[site.path] = lambda original, args, kwargs: output
+    def value_with_site_outputs(self, clean: Clean, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """F of every example with each site's output replaced (e.g. the site off: its bias);
+        one site: the layers below it replayed, several: the whole model run."""
+        replacements = {}
+        if len(outputs) == 1:
+            replacements = self.replacements_above(clean, next(s for s in self.sites if s.path in outputs), 1)
+        for site in self.sites:
+            if site.path in outputs:
+                replacements[site.path] = self.output_replacement(site, outputs[site.path])
         with torch.no_grad(), replay.replaced_forwards(self.model, replacements):
             return self.pass_objective(clean, 1)
 

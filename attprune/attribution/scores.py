@@ -22,6 +22,7 @@ from ..sites import FFN, HEADS, UNIT_KINDS
 
 FORMAT = "attprune.scores/1"
 _STATS = ("sum", "sum_abs", "sum_sq")
+MEAN_INPUT = "input_mean"
 
 
 @dataclass
@@ -58,6 +59,11 @@ class SiteScores:
         return self.sum_abs / max(self.count, 1)
 
     @property
+    def rms(self) -> torch.Tensor:
+        """The root mean square of the per-example scores."""
+        return (self.sum_sq / max(self.count, 1)).sqrt()
+
+    @property
     def std(self) -> torch.Tensor:
         n = max(self.count, 1)
         return (self.sum_sq / n - self.mean.square()).clamp_min(0).sqrt()
@@ -81,6 +87,9 @@ class Scores:
 
     sites: dict[str, SiteScores]
     meta: dict = field(default_factory=dict)
+    #: site path -> its mean input over the attribution data (``baseline="mean"`` computes them;
+    #: ``attprune.input_means`` otherwise): where IG's mean path starts, what compaction compensates
+    input_means: dict[str, torch.Tensor] | None = None
 
     def _means(self, kind: str, stat: str = "mean") -> dict[str, torch.Tensor]:
         return {p: getattr(s, stat) for p, s in self.sites.items() if s.kind == kind}
@@ -136,7 +145,8 @@ class Scores:
         meta = dict(self.meta, kv_heads={**self.meta.get("kv_heads", {}), **other.meta.get("kv_heads", {})})
         if "units" in mine:
             meta["units"] = sorted(set(mine["units"]) | set(theirs.get("units", ())))
-        return Scores({**self.sites, **other.sites}, meta)
+        means = {**(self.input_means or {}), **(other.input_means or {})}
+        return Scores({**self.sites, **other.sites}, meta, means or None)
 
     def settings(self) -> dict:
         """The recorded settings that decide the scores (``AttributionConfig.result_settings``)."""
@@ -146,6 +156,7 @@ class Scores:
         """Write one ``.safetensors`` file (atomically: a failure leaves no partial file)."""
         path = Path(path)
         tensors = {f"{p}::{stat}": getattr(s, stat).contiguous() for p, s in self.sites.items() for stat in _STATS}
+        tensors.update({f"{p}::{MEAN_INPUT}": m.contiguous() for p, m in (self.input_means or {}).items()})
         index = {p: {"kind": s.kind, "count": s.count} for p, s in self.sites.items()}
         metadata = {"format": FORMAT, "sites": json.dumps(index), "meta": json.dumps(self.meta, default=str)}
         with atomic_path(path) as tmp:
@@ -164,6 +175,7 @@ class Scores:
                     index = json.loads(metadata["sites"])
                     sites = {p: SiteScores(info["kind"], *(f.get_tensor(f"{p}::{stat}") for stat in _STATS),
                                            info["count"]) for p, info in index.items()}
+                    means = {p: f.get_tensor(f"{p}::{MEAN_INPUT}") for p in index if f"{p}::{MEAN_INPUT}" in f.keys()}
                     meta = json.loads(metadata.get("meta", "{}"))
         except Exception as err:  # safetensors raises its own error types for damaged files
             raise InputError(f"{path} is not a readable attprune scores file ({err}); re-run the scoring") from err
@@ -172,7 +184,7 @@ class Scores:
         for p, s in sites.items():
             if s.kind not in UNIT_KINDS:
                 raise InputError(f"{path}: site {p} has unknown kind {s.kind!r}")
-        return cls(sites, meta)
+        return cls(sites, meta, means or None)
 
     def summary(self, top: int = 3) -> str:
         """A one-screen text summary: per kind, score spread and the sites with most mass."""

@@ -1,47 +1,23 @@
 """``format="hf"``: a plain transformers checkpoint, loadable with ``AutoModel*.from_pretrained``
 by the unmodified library, when every layer has the same shape.
 
-A family's config states one FFN width and one head count for all layers; ``CONFIG_KEYS``
-says which config attributes those are per ``model_type`` (``heads=None``: removed heads
-cannot be stated, since the family derives its head size from ``hidden_size / num_heads``,
-or, T5, every layer reads layer 0's relative position bias).
+A family's config states one FFN width and one head count for all layers; its
+``ArchSpec.widths`` (``ConfigKeys``) says which config attributes those are (``heads=None``:
+removed heads cannot be stated, since the family derives its head size from
+``hidden_size / num_heads``, or, T5, every layer reads layer 0's relative position bias).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
-from ..architectures import spec_for
+from ..architectures import ConfigKeys, spec_for
 from ..errors import ExportError
 from ..io import atomic_dir
 from .shapes import ffn_widths, head_shapes
-
-
-@dataclass(frozen=True)
-class ConfigKeys:
-    """Config attributes of one family: FFN width, and (if expressible) query heads, key/value
-    heads and head size."""
-
-    ffn: str
-    heads: str | None = None
-    kv_heads: str | None = None
-    head_dim: str | None = None
-
-
-_LLAMA = ConfigKeys("intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim")
-_BERT = ConfigKeys("intermediate_size")
-CONFIG_KEYS: dict[str, ConfigKeys] = {
-    "llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA,
-    "bert": _BERT, "roberta": _BERT, "electra": _BERT,
-    "distilbert": ConfigKeys("hidden_dim"),
-    "gpt2": ConfigKeys("n_inner"),
-    # T5's later layers read layer 0's relative position bias for *their* kept heads: not a plain config
-    "t5": ConfigKeys("d_ff"),
-}
 
 _UNIFORM_HINT = "make the plan with scope='uniform' (the same shape in every layer), or export format='onnx'"
 
@@ -50,13 +26,13 @@ def plain_config(model: nn.Module):
     """A copy of ``model.config`` that states the compacted widths; ``ExportError`` when the
     model's layers differ or the family cannot state its widths."""
     config = model.config
-    keys = CONFIG_KEYS.get(config.model_type)
-    if keys is None:
-        raise ExportError(f"format='hf' does not know the config of model_type {config.model_type!r}; "
-                          f"known: {', '.join(sorted(CONFIG_KEYS))}. Use format='onnx'")
+    spec = spec_for(model)
+    if spec.widths is None:
+        raise ExportError(f"format='hf' needs the config keys of the family {spec.name!r} (ArchSpec(widths="
+                          "ConfigKeys(...))); it was registered without them. Use format='onnx'")
     out = copy.deepcopy(config)
-    _state_ffn_width(model, out, keys)
-    _state_heads(model, out, keys)
+    _state_ffn_width(model, out, spec.widths)
+    _state_heads(model, out, spec.widths)
     return out
 
 

@@ -22,6 +22,10 @@ from ..errors import ExportError, InputTypeError, missing_dependency
 from ..sites.site import is_conv1d
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids", "decoder_input_ids", "decoder_attention_mask")
+EXAMPLE_TEXT = "An example sentence to trace the model with."
+#: the ``attprune export`` flags of this format (option -> argparse keywords)
+OPTIONS = {"example_text": dict(default=EXAMPLE_TEXT, help="the text whose tokens trace the graph (any length: the "
+                                                           "axes stay dynamic)")}
 
 
 class _Positional(nn.Module):
@@ -40,7 +44,13 @@ class _Positional(nn.Module):
         return out.logits if "logits" in out else out[0]
 
 
-def _inputs(model: nn.Module, example: dict) -> dict[str, torch.Tensor]:
+def _inputs(model: nn.Module, example: dict | None, tokenizer, example_text: str) -> dict[str, torch.Tensor]:
+    if example is None:
+        if tokenizer is None:
+            raise ExportError("format='onnx' needs example= a batch dict (or tokenizer= to make one from example_text)")
+        example = dict(tokenizer(example_text, return_tensors="pt"))
+        if model.config.is_encoder_decoder:
+            example["decoder_input_ids"] = torch.tensor([[model.config.decoder_start_token_id]])
     if not isinstance(example, dict):
         raise InputTypeError("format='onnx' needs example= a batch dict such as the tokenizer returns")
     inputs = {k: example[k] for k in INPUTS if k in example}
@@ -53,8 +63,10 @@ def _inputs(model: nn.Module, example: dict) -> dict[str, torch.Tensor]:
     return inputs
 
 
-def export_onnx(model: nn.Module, out: str | Path, *, example: dict, opset: int = 17) -> Path:
-    """Write ``model`` (compacted or dense) as one ONNX file at ``out``.
+def export_onnx(model: nn.Module, out: str | Path, *, example: dict | None = None, tokenizer=None,
+                example_text: str = EXAMPLE_TEXT, opset: int = 17) -> Path:
+    """Write ``model`` (compacted or dense) as one ONNX file at ``out``, traced on ``example``
+    (or on ``tokenizer(example_text)``).
 
     >>> batch = tokenizer(["a sentence"], return_tensors="pt")
     >>> attprune.export(model, "model.onnx", format="onnx", example=batch)
@@ -65,7 +77,7 @@ def export_onnx(model: nn.Module, out: str | Path, *, example: dict, opset: int 
     except ImportError:
         raise missing_dependency("onnx", "format='onnx'", "export") from None
     out = Path(out)
-    inputs = _inputs(model, example)
+    inputs = _inputs(model, example, tokenizer, example_text)
     names = tuple(inputs)
     device = next(model.parameters()).device
     # only a model with Conv1D layers is copied (to swap them): the export traces, it does not change weights

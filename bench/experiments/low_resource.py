@@ -1,4 +1,4 @@
-"""Real-task experiment: low resource (see attprune/tasks/benchmark.py for what it measures).
+"""Real-task experiment: low resource (attprune/experiments/encoder_benchmark.py says what it measures).
 
     python bench/experiments/low_resource.py [--tasks mr,hedge] [--n-attr 256] [--max-test 1000]
 
@@ -6,7 +6,7 @@ Writes bench/results/tasks/low_resource.json, .md and .png; builds or reuses the
 multi-task model first (bench/experiments/build_multitask.py).
 """
 
-from common import run
+from attprune.experiments.encoder_benchmark import main
 
 if __name__ == "__main__":
-    run("low_resource")
+    main("low_resource")

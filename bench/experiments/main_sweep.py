@@ -1,4 +1,4 @@
-"""Real-task experiment: main sweep (see attprune/tasks/benchmark.py for what it measures).
+"""Real-task experiment: main sweep (attprune/experiments/encoder_benchmark.py says what it measures).
 
     python bench/experiments/main_sweep.py [--tasks mr,hedge] [--n-attr 256] [--max-test 1000]
 
@@ -6,7 +6,7 @@ Writes bench/results/tasks/main_sweep.json, .md and .png; builds or reuses the c
 multi-task model first (bench/experiments/build_multitask.py).
 """
 
-from common import run
+from attprune.experiments.encoder_benchmark import main
 
 if __name__ == "__main__":
-    run("main_sweep")
+    main("main_sweep")

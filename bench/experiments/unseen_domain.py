@@ -1,4 +1,4 @@
-"""Real-task experiment: unseen domain (see attprune/tasks/benchmark.py for what it measures).
+"""Real-task experiment: unseen domain (attprune/experiments/encoder_benchmark.py says what it measures).
 
     python bench/experiments/unseen_domain.py [--tasks mr,hedge] [--n-attr 256] [--max-test 1000]
 
@@ -6,7 +6,7 @@ Writes bench/results/tasks/unseen_domain.json, .md and .png; builds or reuses th
 multi-task model first (bench/experiments/build_multitask.py).
 """
 
-from common import run
+from attprune.experiments.encoder_benchmark import main
 
 if __name__ == "__main__":
-    run("unseen_domain")
+    main("unseen_domain")

@@ -15,7 +15,7 @@ declarations, so adding a method is one class (README, "Extending attprune")::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Iterator
+from typing import ClassVar, Iterator
 
 import torch
 from torch import nn
@@ -24,9 +24,8 @@ from ...errors import InputError
 from ...sites import Site
 from ..runner import Clean, Runner
 
-if TYPE_CHECKING:  # annotations only: the config module reads this registry for its choices
-    from ..config import AttributionConfig
-    from ..scores import SiteScores
+# ``AttributionConfig`` (``..config``) and ``SiteScores`` (``..scores``) appear in annotations only, as
+# strings: the config module reads this registry for its choices, so this module imports neither
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -64,8 +63,17 @@ class Method:
     takes_positions: ClassVar[bool] = False
     accumulator_dtype: ClassVar[torch.dtype | None] = None
 
+    #: the site input means over the data (``attribution/means.py``), set by ``attribute`` before
+    #: scoring when ``needs_input_means``
+    input_means: dict | None = None
+
     def __init__(self, config: "AttributionConfig"):
         self.config = config
+
+    @property
+    def needs_input_means(self) -> bool:
+        """Whether scoring reads every site's mean input over the data (a first pass computes them)."""
+        return False
 
     @classmethod
     def check(cls, config: "AttributionConfig") -> None:

@@ -73,10 +73,10 @@ def interpolated_pass(runner: Runner, clean: Clean, alphas: list[float]):
             h.remove()
     result = {}
     for site, g in zip(runner.sites, grads):
-        x = seen[site.path][0]
+        x = runner.by_token(site, seen[site.path][0], times * clean.rows)
         weight = runner.site_weight(site, x.device).to(runner.acc_dtype)
         dx = torch.zeros(x.shape, dtype=runner.acc_dtype, device=x.device) if g is None \
-            else g.to(runner.acc_dtype) @ weight
+            else runner.by_token(site, g, times * clean.rows).to(runner.acc_dtype) @ weight
         result[site.path] = (x.to(runner.acc_dtype), dx)
     return result
 

@@ -32,16 +32,26 @@ the scores sum to F(x) - F(site off at P)).  How it is computed:
 
 Steps (c)-(e) are the IG step ops (``attprune.ops``: the PyTorch reference, or fused Triton /
 native kernels).
+
+``baseline="mean"``: the path starts at the site input's mean over the attribution data
+(``attribution/means.py``) instead of 0, :math:`X' = \bar X` at every token (the same
+arithmetic, with :math:`Z' = \bar X W^\top + b`).  ``path="joint"``: one path per example
+for all sites of a kind at once (every FFN site, or every head site, moved from its baseline
+together, as Captum's ``LayerIntegratedGradients`` does for a list of layers): each site's
+output is held at its interpolated clean value whatever the layers below compute, so one
+pass of the whole model per node scores every unit of the kind; completeness then holds for
+the kind as a whole (its scores sum to F(x) - F(every site of the kind at its baseline)).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
 from ... import devices, ops
+from ...errors import InputError
 from ...sites import Site
 from ..memory import halving_on_oom
 from ..quadrature import AUTO, quadrature
@@ -49,14 +59,16 @@ from ..replay import replaced_forwards
 from ..runner import Clean, Runner
 from .base import Method, register_method
 
+BASELINES = ("zero", "mean")
+PATHS = ("site", "joint")
+
 
 @register_method
 class IntegratedGradients(Method):
-    """Per-site integrated gradients: each site's input scaled from 0, the layers above it run
-    at every node (``steps`` nodes of the ``quadrature`` rule)."""
+    """Integrated gradients of every site's input, from 0 (or from its mean over the data), one
+    path per site (the layers above it run at every node) or one path per kind (``path="joint"``)."""
 
     name = "ig"
-    replays_sites = True
     follows_gradient = True
     #: ``positions``: interpolates the site at the chosen tokens only and reduces over them
     takes_positions = True
@@ -64,6 +76,15 @@ class IntegratedGradients(Method):
     def __init__(self, config):
         super().__init__(config)
         self.gaps: dict[str, SiteGaps] = {}
+
+    @property
+    def replays_sites(self) -> bool:
+        """Per-site paths replay the layers below each site; a joint path runs the whole model."""
+        return self.config.path == "site"
+
+    @property
+    def needs_input_means(self) -> bool:
+        return self.config.baseline == "mean"
 
     @classmethod
     def check(cls, config) -> None:
@@ -77,41 +98,46 @@ class IntegratedGradients(Method):
 
     def score_batch(self, runner: Runner, clean: Clean, chunk: int) -> Iterator[tuple[str, torch.Tensor]]:
         runner.select_positions(clean, self.config.positions)
-        for site in runner.sites:
-            if self.config.steps == AUTO:
-                yield site.path, self._adaptive(runner, clean, site, chunk)
-            else:
-                yield site.path, self._fixed(runner, clean, site, self.config.steps, chunk)
+        groups = [[site] for site in runner.sites] if self.config.path == "site" else \
+            [[s for s in runner.sites if s.kind == kind] for kind in dict.fromkeys(s.kind for s in runner.sites)]
+        for group in groups:
+            yield from self._group_scores(runner, clean, group, chunk).items()
 
-    def _fixed(self, runner: Runner, clean: Clean, site: Site, steps: int, chunk: int, with_token_sums=False):
+    # -- one path: a site, or every site of a kind ------------------------------------------
+
+    def _group_scores(self, runner: Runner, clean: Clean, group: list[Site], chunk: int) -> dict[str, torch.Tensor]:
+        if self.config.steps == AUTO:
+            return self._adaptive(runner, clean, group, chunk)
+        return self._fixed(runner, clean, group, self.config.steps, chunk)[0]
+
+    def _fixed(self, runner: Runner, clean: Clean, group: list[Site], steps: int, chunk: int):
+        """({path: [B, units] scores}, [B] every unit and real token of the group summed)."""
         alphas, weights = quadrature(self.config.quadrature, steps)
 
         def run(steps_per_pass: int):
-            return ig_site(runner, clean, site, alphas, weights, reduce=self.config.reduce_tokens,
-                           chunk=steps_per_pass, backend=self.config.backend, with_token_sums=with_token_sums)
+            options = dict(reduce=self.config.reduce_tokens, chunk=steps_per_pass, backend=self.config.backend,
+                           means=self.input_means)
+            if len(group) > 1:
+                return ig_group(runner, clean, group, alphas, weights, **options)
+            scores, sums = ig_site(runner, clean, group[0], alphas, weights, with_token_sums=True, **options)
+            return {group[0].path: scores}, sums
         return halving_on_oom(run, min(chunk, steps))
 
-    def _adaptive(self, runner: Runner, clean: Clean, site: Site, chunk: int) -> torch.Tensor:
-        """The site's scores with ``AUTO_FIRST`` nodes, the examples whose completeness gap
+    def _adaptive(self, runner: Runner, clean: Clean, group: list[Site], chunk: int) -> dict[str, torch.Tensor]:
+        """The group's scores with ``AUTO_FIRST`` nodes, the examples whose completeness gap
         exceeds the tolerance computed again with twice the nodes, and so on up to ``AUTO_MAX``;
         an example whose gap a doubling did not cut by ``1 / AUTO_STALL`` stops there (its
         integrand is too rough for the rule to converge within the budget: more nodes buy
         little) and keeps whichever of its estimates has the smaller gap."""
-        z = clean.site_outputs[site.path]
-        bias = _bias(site.module(runner.model), z)
-        off_output = torch.zeros_like(z) if bias is None else bias.expand_as(z)
-        chosen = runner.interpolation_mask(clean, site)
-        if chosen is not None:  # the site off at the chosen tokens only
-            off_output = torch.where(chosen.to(z.device)[..., None], off_output, z)
-        off = runner.value_with_site_output(clean, site, off_output)
+        off = runner.value_with_site_outputs(clean, {s.path: baseline_outputs(runner, clean, s, self.input_means)
+                                                     for s in group})
         delta = clean.value - off  # completeness: the unit scores of an example sum to this
         scale = delta.abs().mean().clamp_min(torch.finfo(delta.dtype).tiny)
         rows, steps, sub = torch.arange(clean.rows), AUTO_FIRST, clean
         scores = gap = nodes = None
         stalled = torch.zeros(clean.rows, dtype=torch.bool)
         while True:
-            part, sums = self._fixed(runner, sub, site, steps, max(1, chunk * clean.rows // sub.rows),
-                                     with_token_sums=True)
+            part, sums = self._fixed(runner, sub, group, steps, max(1, chunk * clean.rows // sub.rows))
             part_gap = (sums - delta[rows]).abs() / scale
             if scores is None:
                 scores, gap, nodes = part, part_gap, torch.full((clean.rows,), steps)
@@ -121,13 +147,16 @@ class IntegratedGradients(Method):
                 stalled[rows[~converging]] = True
                 better = (part_gap < gap[rows]).cpu()  # an example keeps its better-completing estimate
                 kept = rows[better]
-                scores[kept], gap[kept], nodes[kept] = part[better], part_gap[better], steps
+                for path in scores:
+                    scores[path][kept] = part[path][better]
+                gap[kept], nodes[kept] = part_gap[better], steps
             failing = (part_gap > self.config.tolerance).cpu() & converging
             if not failing.any() or steps >= AUTO_MAX:
                 break
             rows, steps = rows[failing], 2 * steps
             sub = runner.select_rows(clean, rows.to(clean.value.device))
-        self.gaps.setdefault(site.path, SiteGaps()).add(gap, nodes, stalled)
+        for site in group:
+            self.gaps.setdefault(site.path, SiteGaps()).add(gap, nodes, stalled)
         return scores
 
     def statistics(self) -> dict:
@@ -174,25 +203,7 @@ class SiteGaps:
                 "examples": self.examples}
 
 
-def step_gradients(runner: Runner, clean: Clean, site: Site, alphas: list[float], weights: list[float],
-                   chunk: int, backend: str = "torch") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Per chunk of steps: (:math:`\\partial F / \\partial Z_k` [steps, B, T, d_out], the steps' weights)."""
-    z = clean.site_outputs[site.path]
-    bias = _bias(site.module(runner.model), z)
-    chosen = runner.interpolation_mask(clean, site)
-    rows = clean.rows
-    for start in range(0, len(alphas), chunk):
-        a = torch.tensor(alphas[start:start + chunk], dtype=torch.float64)  # cast by the op: exact nodes
-        w = torch.tensor(weights[start:start + chunk], dtype=runner.acc_dtype, device=z.device)
-        times = a.numel()
-        z_k = ops.ig_interpolate(z, bias, a, positions=chosen, backend=backend).requires_grad_(True)
-        replacements = runner.replacements_above(clean, site, times)
-        replacements[site.path] = lambda original, args, kwargs, z_k=z_k: z_k
-        with torch.enable_grad(), replaced_forwards(runner.model, replacements):
-            objective = runner.pass_objective(clean, times)
-            (grad,) = torch.autograd.grad(objective.sum(), z_k)
-        yield grad.view(times, rows, *z.shape[1:]), w
-
+# -- the path's start -------------------------------------------------------------------------
 
 def _bias(projection: torch.nn.Module, z: torch.Tensor) -> torch.Tensor | None:
     """The projection's bias (its output at the zero baseline), or None."""
@@ -201,17 +212,88 @@ def _bias(projection: torch.nn.Module, z: torch.Tensor) -> torch.Tensor | None:
     return devices.read(projection, "bias").detach().to(z.device, z.dtype)
 
 
+def baseline_output(runner: Runner, clean: Clean, site: Site, means: dict | None) -> torch.Tensor | None:
+    """[d_out] (or None: zeros): the site's output at the path's start, the same at every token:
+    its bias (zero baseline), or its projection of the mean input (mean baseline)."""
+    z = clean.site_outputs[site.path]
+    bias = _bias(site.module(runner.model), z)
+    if means is None:
+        return bias
+    weight = runner.site_weight(site, z.device).to(z.dtype)
+    start = means[site.path].to(z.device, z.dtype) @ weight.T
+    return start if bias is None else start + bias
+
+
+def baseline_outputs(runner: Runner, clean: Clean, site: Site, means: dict | None) -> torch.Tensor:
+    """[B, T, d_out]: the site's output with the site at its start at the chosen tokens (every
+    token without ``positions``), its clean output elsewhere."""
+    z = clean.site_outputs[site.path]
+    start = baseline_output(runner, clean, site, means)
+    off = torch.zeros_like(z) if start is None else start.expand_as(z)
+    chosen = runner.interpolation_mask(clean, site)
+    return off if chosen is None else torch.where(chosen.to(z.device)[..., None], off, z)
+
+
+def input_difference(clean: Clean, site: Site, means: dict | None) -> torch.Tensor:
+    """X - X': the site input less the path's start."""
+    x = clean.site_inputs[site.path]
+    return x if means is None else x - means[site.path].to(x.device, x.dtype)
+
+
+# -- the passes -------------------------------------------------------------------------------
+
+def step_gradients(runner: Runner, clean: Clean, sites: Site | list[Site], alphas: list[float],
+                   weights: list[float], chunk: int, backend: str = "torch", means: dict | None = None
+                   ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+    r"""Per chunk of steps: ({path: :math:`\partial F / \partial Z_k` [steps, B, T, d_out]}, the
+    steps' weights), every site interpolated in the same pass (one site: the layers below it
+    replayed; several: the whole model runs, each site held at its interpolated output)."""
+    group = [sites] if isinstance(sites, Site) else sites
+    rows = clean.rows
+    for start in range(0, len(alphas), chunk):
+        a = torch.tensor(alphas[start:start + chunk], dtype=torch.float64)  # cast by the op: exact nodes
+        times = a.numel()
+        z_k = {}
+        replacements = runner.replacements_above(clean, group[0], times) if len(group) == 1 else {}
+        for site in group:
+            z = clean.site_outputs[site.path]
+            chosen = runner.interpolation_mask(clean, site)
+            z_k[site.path] = ops.ig_interpolate(z, baseline_output(runner, clean, site, means), a, positions=chosen,
+                                                backend=backend).requires_grad_(True)
+            replacements[site.path] = runner.output_replacement(site, z_k[site.path])
+        w = torch.tensor(weights[start:start + chunk], dtype=runner.acc_dtype,
+                         device=next(iter(z_k.values())).device)
+        with torch.enable_grad(), replaced_forwards(runner.model, replacements):
+            objective = runner.pass_objective(clean, times)
+            grads = torch.autograd.grad(objective.sum(), list(z_k.values()), allow_unused=True)
+        yield {site.path: (torch.zeros_like(z_k[site.path]) if g is None else g).view(
+            times, rows, *clean.site_outputs[site.path].shape[1:]) for site, g in zip(group, grads)}, w
+
+
+def ig_group(runner: Runner, clean: Clean, group: list[Site], alphas: list[float], weights: list[float], *,
+             reduce: str, chunk: int, backend: str = "torch", means: dict | None = None):
+    """({path: [B, units] per-example IG scores in the accumulation dtype}, [B]: every unit and
+    real token of the group summed: what completeness compares with F(x) - F(group at its start))."""
+    steps = {}
+    for site in group:
+        x = input_difference(clean, site, means)
+        steps[site.path] = ops.IGStepScores(runner.site_weight(site, x.device), x,
+                                            runner.token_mask(clean, site).to(x.device), site.unit_size, reduce,
+                                            backend)
+    for grads, w in step_gradients(runner, clean, group[0] if len(group) == 1 else group, alphas, weights, chunk,
+                                   backend, means):
+        for path, g in grads.items():
+            steps[path].add(g, w)
+    scores = {path: acc.scores().to(runner.acc_dtype) for path, acc in steps.items()}
+    sums = sum(scores[p].sum(-1) if reduce == "sum" else steps[p].token_sums().to(runner.acc_dtype) for p in steps)
+    return scores, sums
+
+
 def ig_site(runner: Runner, clean: Clean, site: Site, alphas: list[float], weights: list[float], *,
-            reduce: str, chunk: int, backend: str = "torch", with_token_sums: bool = False):
+            reduce: str, chunk: int, backend: str = "torch", with_token_sums: bool = False,
+            means: dict | None = None):
     """Per-example IG scores of one site's units, [B, n_units] in the accumulation dtype; with
     ``with_token_sums`` also each example's total over units and real tokens, [B]."""
-    x = clean.site_inputs[site.path]  # X - X' with X' = 0
-    steps = ops.IGStepScores(runner.site_weight(site, x.device), x, runner.token_mask(clean, site).to(x.device),
-                             site.unit_size, reduce, backend)
-    for grads, w in step_gradients(runner, clean, site, alphas, weights, chunk, backend):
-        steps.add(grads, w)
-    scores = steps.scores().to(runner.acc_dtype)
-    if not with_token_sums:
-        return scores
-    sums = scores.sum(-1) if reduce == "sum" else steps.token_sums().to(runner.acc_dtype)
-    return scores, sums
+    scores, sums = ig_group(runner, clean, [site], alphas, weights, reduce=reduce, chunk=chunk, backend=backend,
+                            means=means)
+    return (scores[site.path], sums) if with_token_sums else scores[site.path]

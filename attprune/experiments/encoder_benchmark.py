@@ -1,4 +1,4 @@
-"""The real-task experiments: each writes ``<out>/<name>.json``, ``.md`` and ``.png``.
+"""The multi-task MiniLM experiments: each writes ``<out>/<name>.json``, ``.md`` and ``.png``.
 
 * ``main_sweep``: every method, FFN and head sweeps, a joint point, three seeded draws of
   attribution examples, IG against each method by paired bootstrap, attribution cost and
@@ -12,29 +12,40 @@
 Every experiment evaluates on the full test split by default (``max_test`` caps it), plans
 with make_plan's defaults and attributes with the library's defaults; every accuracy row
 carries its 95% bootstrap interval over test examples (``ci95``).  The budgets are arguments
-and recorded in the JSON.  Scores are cached under ``<cache>/scores/<model key>/`` (see
-:func:`experiment.score`) and per-example test results under ``<cache>/evals/<model key>/``
-(:func:`experiment.evaluate`), so experiments share them and a rerun after an interruption
-resumes where it stopped; delete those folders to recompute.
+and recorded in the JSON.  Scores are cached under ``<cache>/scores/<model key>/`` and
+per-example test results under ``<cache>/evals/<model key>/`` (``pipeline.score`` /
+``pipeline.evaluate``), so experiments share them and a rerun after an interruption resumes
+where it stopped; delete those folders to recompute.
+
+    python bench/experiments/main_sweep.py --tasks mr,hedge      # main(): one experiment's command line
 """
 
 from __future__ import annotations
 
+import argparse
+import inspect
+import time
 from pathlib import Path
 
-import numpy as np
+import torch
 from tqdm.auto import tqdm
 
-from . import report
-from ..plan import make_plan
-from .experiment import (DEFAULT_QUADRATURE, DEFAULT_STEPS, METHODS, attribution_rows, compact_point,
-                         evaluate, point_row, score, task_run)
-from .intervals import mean_of_groups, paired_difference, verdict
 from ..cache import cache_dir
-from .multitask import MultiTask
+from ..io import write_json
+from ..plan import make_plan
+from . import report
+from .encoder import EncoderTask, compact_point
+from .multitask import MultiTask, load_or_train
 from .pack import TASKS, UNSEEN, load_unseen
+from .pipeline import attribution_rows, evaluate, point_row, score
+from .stats import contrast, contrasts, draw_spread
 
+#: methods compared in the sweeps; "random" is run with several seeds
+METHODS = ("ig", "conductance", "grad_x_act", "fisher", "activation", "magnitude", "random")
 DATA_FREE = ("magnitude", "random")
+#: attribution as the library does it by default (``AttributionConfig``)
+DEFAULT_STEPS, DEFAULT_QUADRATURE = "auto", "gausslegendre"
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "tasks"
 
 
 def score_cache(mt: MultiTask) -> Path:
@@ -78,9 +89,9 @@ def eval_cache(mt: MultiTask) -> Path:
     return cache_dir() / "evals" / mt.config.key()
 
 
-def dense_row(run, mt: MultiTask) -> dict:
-    """The unpruned model's accuracy on the run's test examples, with its interval and their count."""
-    outcome = run.dense_outcome or evaluate(run, cache=eval_cache(mt))
+def dense_row(subject: EncoderTask, mt: MultiTask) -> dict:
+    """The unpruned model's accuracy on the subject's test examples, with its interval and their count."""
+    outcome = evaluate(subject, cache=eval_cache(mt))
     return point_row(outcome, examples=len(outcome.correct))
 
 
@@ -102,28 +113,27 @@ def main_sweep(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 32
     total = sum(len(_draws(m, draws, random_seeds)) for m in METHODS) * len(tasks)
     bar = tqdm(total=total, desc="main sweep", disable=not progress)
     for task in tasks:
-        run = task_run(mt, task, max_test)
+        run = EncoderTask.of(mt, task, max_test)
         dense[task] = dense_row(run, mt)
         for method in METHODS:
             for draw in _draws(method, draws, random_seeds):
-                attr = None if method in DATA_FREE else attribution_rows(task, n_attr, draw)
-                scores, seconds = score(run, method, attr, units=("ffn", "heads"), steps=steps,
-                                        quadrature=DEFAULT_QUADRATURE, seed=draw if method == "random" else 0,
-                                        cache=score_cache(mt))
+                scores, seconds = score(run, method, n=None if method in DATA_FREE else n_attr, draw=draw,
+                                        units=("ffn", "heads"), steps=steps, quadrature=DEFAULT_QUADRATURE,
+                                        seed=draw if method == "random" else 0, cache=score_cache(mt))
                 cost.setdefault(task, {}).setdefault(method, []).append(round(seconds, 2))
                 common = {"task": task, "method": method, "draw": draw}
                 xs = sparsities if draw == 0 else compared
                 for kind in ("ffn", "heads") if method in HEAD_METHODS else ("ffn",):
                     for s in xs:
-                        outcome = evaluate(run, make_plan(scores, **{kind: s}), eval_cache(mt))
+                        outcome = evaluate(run, make_plan(scores, **{kind: s}), cache=eval_cache(mt))
                         outcomes[(task, kind, method, draw, s)] = outcome
                         rows.append(point_row(outcome, **common, units=kind, sparsity=s))
                     if kind == "heads" and draw == 0:
                         for heads in (0.25, 0.5):  # x = heads removed, with 50% of FFN neurons removed
-                            outcome = evaluate(run, make_plan(scores, ffn=0.5, heads=heads), eval_cache(mt))
+                            outcome = evaluate(run, make_plan(scores, ffn=0.5, heads=heads), cache=eval_cache(mt))
                             rows.append(point_row(outcome, **common, units="joint", sparsity=heads))
                 if method == "ig" and draw == 0:
-                    compacted[task] = compact_point(run, scores, ffn=0.5)
+                    compacted[task] = compact_point(run, make_plan(scores, ffn=0.5))
                 bar.update(1)
     bar.close()
     config = dict(tasks=list(tasks), n_attr=n_attr, draws=list(draws), max_test=max_test, steps=steps,
@@ -134,25 +144,10 @@ def main_sweep(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 32
     compared_rows = comparisons(outcomes, tasks, compared)
     extra = {"draw_spread": spread, "comparisons": compared_rows["per_task"],
              "pooled_comparisons": compared_rows["pooled"], "attribution_seconds": cost, "compact_at_50": compacted}
-    md_extra = comparison_markdown(spread, compared_rows)
+    md_extra = report.comparison_markdown(spread, compared_rows)
     return _finish(out, "main_sweep", "Pruning the multi-task MiniLM per task", rows, dense, extra, config,
                    [("ffn", {"units": "ffn", "draw": 0}, "sparsity"), ("heads", {"units": "heads", "draw": 0}, "sparsity"),
                     ("joint", {"units": "joint"}, "sparsity")], md_extra)
-
-
-def draw_spread(rows: list[dict]) -> list[dict]:
-    """Mean, spread and range over the attribution draws of every (task, units, method, sparsity)
-    evaluated with more than one draw."""
-    groups: dict = {}
-    for r in rows:
-        groups.setdefault((r["task"], r["units"], r["method"], r["sparsity"]), []).append(r["accuracy"])
-    out = []
-    for (task, units, method, s), values in groups.items():
-        if len(values) > 1:
-            mean, std = report.mean_std(values)
-            out.append(dict(task=task, units=units, method=method, sparsity=s, draws=len(values),
-                            mean=round(mean, 6), std=round(std, 6), min=min(values), max=max(values)))
-    return out
 
 
 def comparisons(outcomes: dict, tasks, compared) -> dict:
@@ -173,60 +168,6 @@ def _versus_ig(row: dict) -> dict:
     return dict(rest, versus=row["second"], ig_minus_other=row["difference"])
 
 
-def contrast(outcomes: dict, tasks, units: str, first: str, second: str, s: float) -> tuple[list[dict], dict | None]:
-    """``first`` minus ``second`` at sparsity ``s``, from ``outcomes`` keyed (task, units, method,
-    draw, sparsity): per task and pooled over the tasks that have both.
-
-    Each method's per-example correctness is averaged over its draws (seeds), then the difference
-    is bootstrapped over the same test examples (paired; pooled: stratified by task, the mean of
-    the per-task differences); ``per_draw``: the difference with the same draw, where both have it.
-    Verdicts: "ahead" / "behind" when the 95% interval excludes 0, else "tied".
-    """
-    per_task, groups = [], []
-    for task in tasks:
-        a = _draw_mean(outcomes, task, units, first, s)
-        b = _draw_mean(outcomes, task, units, second, s)
-        if a is None or b is None:
-            continue
-        interval = paired_difference(a[0], b[0], totals=a[1])
-        per_draw = [round(o.accuracy - outcomes[(task, units, second, k[3], s)].accuracy, 6)
-                    for k, o in outcomes.items() if k[:3] == (task, units, first) and k[4] == s
-                    and (task, units, second, k[3], s) in outcomes]
-        per_task.append(dict(task=task, units=units, sparsity=s, first=first, second=second,
-                             difference=interval.to_dict(), verdict=verdict(interval), per_draw=per_draw))
-        groups.append((a[0] - b[0], a[1]))
-    if not groups:
-        return per_task, None
-    interval = mean_of_groups(groups)
-    return per_task, dict(units=units, sparsity=s, first=first, second=second, tasks=len(groups),
-                          difference=interval.to_dict(), verdict=verdict(interval))
-
-
-def contrasts(outcomes: dict, tasks, pairs, sparsities, units: str = "ffn") -> dict:
-    """``contrast`` for every (first, second) of ``pairs`` at every sparsity: {"per_task", "pooled"}."""
-    per_task, pooled = [], []
-    for first, second in pairs:
-        for s in sparsities:
-            rows, total = contrast(outcomes, tasks, units, first, second, s)
-            per_task += rows
-            pooled += [total] if total else []
-    return {"per_task": per_task, "pooled": pooled}
-
-
-def contrast_markdown(found: dict) -> list[str]:
-    """The pooled and per-task contrasts as two tables."""
-    md = ["## Paired differences (95% bootstrap over the same test examples, draws averaged)", "",
-          "Mean over tasks (stratified bootstrap):", "",
-          "| first | second | sparsity | first - second [95% CI] | verdict | tasks |", "|---|---|---|---|---|---|"]
-    md += [f"| {c['first']} | {c['second']} | {c['sparsity']:.0%} | {_interval_text(c['difference'])} | "
-           f"{c['verdict']} | {c['tasks']} |" for c in found["pooled"]]
-    md += ["", "Per task:", "", "| task | first | second | sparsity | first - second [95% CI] | verdict |",
-           "|---|---|---|---|---|---|"]
-    md += [f"| {c['task']} | {c['first']} | {c['second']} | {c['sparsity']:.0%} | "
-           f"{_interval_text(c['difference'])} | {c['verdict']} |" for c in found["per_task"]]
-    return md + [""]
-
-
 def ffn_points(run, mt: MultiTask, scores, outcomes: dict, key: tuple[str, str, int], sparsities,
                **plan_options) -> list[dict]:
     """Evaluate FFN plans at ``sparsities``: one row each (sparsity, accuracy, ci95); every outcome
@@ -235,43 +176,10 @@ def ffn_points(run, mt: MultiTask, scores, outcomes: dict, key: tuple[str, str, 
     task, method, draw = key
     rows = []
     for s in sparsities:
-        outcome = evaluate(run, make_plan(scores, ffn=s, **plan_options), eval_cache(mt))
+        outcome = evaluate(run, make_plan(scores, ffn=s, **plan_options), cache=eval_cache(mt))
         outcomes[(task, "ffn", method, draw, s)] = outcome
         rows.append(point_row(outcome, sparsity=s))
     return rows
-
-
-def _draw_mean(outcomes: dict, task: str, units: str, method: str, s: float):
-    """(per-example correct averaged over the draws, labelled) or None if never evaluated."""
-    found = [o for k, o in outcomes.items() if k[:3] == (task, units, method) and k[4] == s]
-    if not found:
-        return None
-    return np.mean([o.correct for o in found], axis=0), found[0].labelled
-
-
-def comparison_markdown(spread: list[dict], compared: dict) -> list[str]:
-    md = ["## IG against each method (paired 95% bootstrap over test examples, draws averaged)", "",
-          "Mean over tasks (stratified bootstrap):", "",
-          "| units | sparsity | versus | IG - other [95% CI] | verdict |", "|---|---|---|---|---|"]
-    md += [f"| {c['units']} | {c['sparsity']:.0%} | {c['versus']} | {_interval_text(c['ig_minus_other'])} | "
-           f"IG {c['verdict']} |" for c in compared["pooled"]]
-    md += ["", "Per task (per_draw: IG - other with the same draw):", "",
-           "| task | units | sparsity | versus | IG - other [95% CI] | per draw | verdict |",
-           "|---|---|---|---|---|---|---|"]
-    md += [f"| {c['task']} | {c['units']} | {c['sparsity']:.0%} | {c['versus']} | "
-           f"{_interval_text(c['ig_minus_other'])} | {', '.join(f'{d:+.3f}' for d in c['per_draw'])} | "
-           f"IG {c['verdict']} |" for c in compared["per_task"]]
-    md += ["", "## Spread over attribution draws", "", "| task | units | method | sparsity | draws | mean | std | range |",
-           "|---|---|---|---|---|---|---|---|"]
-    md += [f"| {d['task']} | {d['units']} | {d['method']} | {d['sparsity']:.0%} | {d['draws']} | {d['mean']:.3f} | "
-           f"{d['std']:.3f} | {d['min']:.3f}-{d['max']:.3f} |" for d in spread]
-    return md + [""]
-
-
-def _interval_text(interval: dict, scale: float = 100.0) -> str:
-    """A difference in points: +1.2 [-0.3, +2.6]."""
-    return (f"{scale * interval['value']:+.1f} [{scale * interval['low']:+.1f}, "
-            f"{scale * interval['high']:+.1f}] points")
 
 
 def low_resource(mt: MultiTask, out: Path, *, tasks=("hedge", "mr"), sizes=(8, 32, 128), n_full: int = 256,
@@ -282,11 +190,11 @@ def low_resource(mt: MultiTask, out: Path, *, tasks=("hedge", "mr"), sizes=(8, 3
     rows, dense, outcomes = [], {}, {}
     bar = tqdm(total=len(tasks) * (len(sizes) * len(seeds) + 1), desc="low resource", disable=not progress)
     for task in tasks:
-        run = task_run(mt, task, max_test)
+        run = EncoderTask.of(mt, task, max_test)
         dense[task] = dense_row(run, mt)
         draws = [(n_full, 0)] + [(n, s) for n in sizes for s in seeds]
         for n, seed in draws:
-            scores, _ = score(run, "ig", attribution_rows(task, n, seed), steps=steps, quadrature=DEFAULT_QUADRATURE,
+            scores, _ = score(run, "ig", n=n, draw=seed, steps=steps, quadrature=DEFAULT_QUADRATURE,
                               cache=score_cache(mt))
             for r in ffn_points(run, mt, scores, outcomes, (task, f"{n} examples", seed), sparsities):
                 rows.append(dict(task=task, examples=n, seed=seed, method=f"{int(r['sparsity'] * 100)}% ffn", **r))
@@ -296,7 +204,7 @@ def low_resource(mt: MultiTask, out: Path, *, tasks=("hedge", "mr"), sizes=(8, 3
     config = dict(tasks=list(tasks), sizes=list(sizes), n_full=n_full, seeds=list(seeds), max_test=max_test,
                   plan=DEFAULT_PLAN)
     return _finish(out, "low_resource", "IG from few labelled examples", rows, dense, {"contrasts": found}, config,
-                   [("", {}, "examples")], contrast_markdown(found))
+                   [("", {}, "examples")], report.contrast_markdown(found))
 
 
 def unsupervised(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 32, max_test: int | None = None,
@@ -304,12 +212,11 @@ def unsupervised(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 
     rows, dense, outcomes = [], {}, {}
     bar = tqdm(total=len(tasks) * 2, desc="unsupervised", disable=not progress)
     for task in tasks:
-        run = task_run(mt, task, max_test)
+        run = EncoderTask.of(mt, task, max_test)
         dense[task] = dense_row(run, mt)
-        attr = attribution_rows(task, n_attr)
         for target in ("label", "prediction"):
-            scores, _ = score(run, "ig", attr, steps=steps, quadrature=DEFAULT_QUADRATURE, target=target,
-                             cache=score_cache(mt))
+            scores, _ = score(run, "ig", n=n_attr, steps=steps, quadrature=DEFAULT_QUADRATURE, target=target,
+                              cache=score_cache(mt))
             method = f"ig target={target}"
             rows += [dict(task=task, method=method, **r)
                      for r in ffn_points(run, mt, scores, outcomes, (task, method, 0), sparsities)]
@@ -318,7 +225,7 @@ def unsupervised(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 
     found = contrasts(outcomes, tasks, [("ig target=prediction", "ig target=label")], sparsities)
     config = dict(tasks=list(tasks), n_attr=n_attr, max_test=max_test, steps=steps, plan=DEFAULT_PLAN)
     return _finish(out, "unsupervised", "Supervised vs unsupervised (own predictions) IG", rows, dense,
-                   {"contrasts": found}, config, [("", {}, "sparsity")], contrast_markdown(found))
+                   {"contrasts": found}, config, [("", {}, "sparsity")], report.contrast_markdown(found))
 
 
 def unseen_domain(mt: MultiTask, out: Path, *, pairs=tuple(UNSEEN), n_attr: int = 32, max_test: int = 1000,
@@ -328,11 +235,11 @@ def unseen_domain(mt: MultiTask, out: Path, *, pairs=tuple(UNSEEN), n_attr: int 
     for pair in pairs:
         source = UNSEEN[pair][0]
         target_rows = load_unseen(pair, n=max_test + n_attr)
-        run = task_run(mt, source, rows=target_rows[n_attr:])
+        run = EncoderTask.of(mt, source, rows=target_rows[n_attr:])
         dense[pair] = dense_row(run, mt)
-        origins = (("source task", attribution_rows(source, n_attr)), ("target domain", target_rows[:n_attr]))
+        origins = (("source task", attribution_rows(run, n_attr)), ("target domain", target_rows[:n_attr]))
         for origin, attr in origins:
-            scores, _ = score(run, "ig", attr, steps=steps, quadrature=DEFAULT_QUADRATURE,
+            scores, _ = score(run, "ig", rows=attr, steps=steps, quadrature=DEFAULT_QUADRATURE,
                               cache=score_cache(mt))
             method = f"scores from {origin}"
             rows += [dict(task=pair, method=method, **r)
@@ -343,7 +250,7 @@ def unseen_domain(mt: MultiTask, out: Path, *, pairs=tuple(UNSEEN), n_attr: int 
     config = dict(pairs=list(pairs), n_attr=n_attr, max_test=max_test, steps=steps, plan=DEFAULT_PLAN,
                   note="target-domain scores use the first n_attr target examples; evaluation the rest")
     return _finish(out, "unseen_domain", "Unseen domain: scores from the source task vs the target domain", rows,
-                   dense, {"contrasts": found}, config, [("", {}, "sparsity")], contrast_markdown(found))
+                   dense, {"contrasts": found}, config, [("", {}, "sparsity")], report.contrast_markdown(found))
 
 
 def ranking(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 32, max_test: int | None = None,
@@ -353,10 +260,9 @@ def ranking(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 32, m
     variants = [(scope, rank_by) for scope in ("global", "layer") for rank_by in ("abs", "mean_abs", "signed")]
     bar = tqdm(total=len(tasks), desc="ranking", disable=not progress)
     for task in tasks:
-        run = task_run(mt, task, max_test)
+        run = EncoderTask.of(mt, task, max_test)
         dense[task] = dense_row(run, mt)
-        scores, _ = score(run, "ig", attribution_rows(task, n_attr), steps=steps, quadrature=DEFAULT_QUADRATURE,
-                          cache=score_cache(mt))
+        scores, _ = score(run, "ig", n=n_attr, steps=steps, quadrature=DEFAULT_QUADRATURE, cache=score_cache(mt))
         for scope, rank_by in variants:
             method = f"{scope}/{rank_by}"
             rows += [dict(task=task, method=method, **r)
@@ -369,8 +275,79 @@ def ranking(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 32, m
                                         if f"{scope}/{rank_by}" != default], sparsities)
     config = dict(tasks=list(tasks), n_attr=n_attr, max_test=max_test, steps=steps)
     return _finish(out, "ranking", "Ranking: global vs per-layer, by |mean| / mean |.| / signed", rows, dense,
-                   {"contrasts": found}, config, [("", {}, "sparsity")], contrast_markdown(found))
+                   {"contrasts": found}, config, [("", {}, "sparsity")], report.contrast_markdown(found))
 
 
 EXPERIMENTS = {"main_sweep": main_sweep, "low_resource": low_resource, "unsupervised": unsupervised,
                "unseen_domain": unseen_domain, "ranking": ranking}
+
+
+def compact_points(mt: MultiTask, out: Path, *, tasks=tuple(TASKS), n_attr: int = 32, max_test: int = 300,
+                   repeats: int = 10) -> dict:
+    """Each task's view compacted at 50% FFN sparsity from the main sweep's IG scores (draw 0,
+    ``rank_by="mean_abs"``): parameters, CPU latency (a 32 x 64 batch, dense vs compact) and
+    accuracy (masked == compact); writes ``compact_at_50.json``."""
+    results = {}
+    for task in tasks:
+        run = EncoderTask.of(mt, task, max_test)
+        scores, _ = score(run, "ig", n=n_attr, units=("ffn", "heads"), steps=DEFAULT_STEPS,
+                          quadrature=DEFAULT_QUADRATURE, cache=score_cache(mt))
+        point = compact_point(run, make_plan(scores, ffn=0.5, rank_by="mean_abs"), repeats=repeats)
+        dense = run.dense.accuracy
+        results[task] = dict(point, dense_accuracy=dense, speedup=round(point["dense_ms"] / point["compact_ms"], 3))
+        print(f"{task}: {point['params_dense'] / 1e6:.1f}M -> {point['params_compact'] / 1e6:.1f}M params, "
+              f"{point['dense_ms']:.0f} -> {point['compact_ms']:.0f} ms ({results[task]['speedup']}x), accuracy "
+              f"dense {dense:.3f}, masked {point['masked_accuracy']:.3f}, compact {point['compact_accuracy']:.3f}")
+    payload = {"config": dict(tasks=list(tasks), n_attr=n_attr, max_test=max_test, repeats=repeats),
+               "tasks": results, "time": time.time()}
+    write_json(out / "compact_at_50.json", payload)
+    return payload
+
+
+def compact_main(argv: list[str] | None = None) -> dict:
+    """``bench/experiments/compact_points.py``: ``compact_points``' command line."""
+    p = argparse.ArgumentParser(description=compact_points.__doc__)
+    p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks")
+    p.add_argument("--n-attr", type=int, default=32, help="attribution examples (the main sweep's)")
+    p.add_argument("--max-test", type=int, default=300, help="test examples")
+    p.add_argument("--repeats", type=int, default=10, help="timed forward passes")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads")
+    p.add_argument("--out", default=str(RESULTS), help="results folder")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return compact_points(load_or_train(), Path(args.out), tasks=tuple(args.tasks.split(",")), n_attr=args.n_attr,
+                          max_test=args.max_test, repeats=args.repeats)
+
+
+def main(name: str, argv: list[str] | None = None) -> dict:
+    """One experiment's command line (``bench/experiments/<name>.py``): its budgets as flags."""
+    experiment = EXPERIMENTS[name]
+    defaults = {k: v.default for k, v in inspect.signature(experiment).parameters.items()
+                if v.default is not inspect.Parameter.empty}
+    p = argparse.ArgumentParser(description=experiment.__doc__ or __doc__)
+    p.add_argument("--tasks", default=None, help="comma-separated tasks (default: all); for unseen_domain: pairs")
+    for key in ("n_attr", "n_full", "max_test"):
+        if key in defaults:
+            p.add_argument("--" + key.replace("_", "-"), type=int, default=defaults[key],
+                           help="default: the full test split" if defaults[key] is None else f"default {defaults[key]}")
+    if "steps" in defaults:
+        p.add_argument("--steps", type=lambda t: t if t == "auto" else int(t), default=defaults["steps"],
+                       help=f"IG nodes per site, or 'auto' (default {defaults['steps']})")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads")
+    p.add_argument("--out", default=str(RESULTS), help="results folder")
+    for key in ("seeds", "draws"):
+        if key in defaults:
+            p.add_argument("--" + key, default=",".join(map(str, defaults[key])),
+                           help="comma-separated seeds of the attribution-example draws")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    kwargs = {k: getattr(args, k) for k in ("n_attr", "n_full", "max_test", "steps") if k in defaults}
+    for key in ("seeds", "draws"):
+        if key in defaults:
+            kwargs[key] = tuple(int(s) for s in getattr(args, key).split(","))
+    if args.tasks:
+        kwargs["pairs" if name == "unseen_domain" else "tasks"] = tuple(args.tasks.split(","))
+    started = time.perf_counter()
+    result = experiment(load_or_train(), Path(args.out), **kwargs)
+    print(f"{name}: {time.perf_counter() - started:.0f} s; results in {args.out}/{name}.*")
+    return result

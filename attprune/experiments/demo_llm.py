@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from .cache import cache_dir
-from .io import write_json
-from .models import load_smollm2
-from .plan import make_plan
-from .pretrained import from_pretrained, save_pretrained
-from .timing import forward_latency
+from ..cache import cache_dir
+from ..io import write_json
+from ..models import load_smollm2
+from ..plan import make_plan
+from ..pretrained import from_pretrained, save_pretrained
+from ..timing import forward_latency
 
 LLM_METHODS = ("ig", "fisher", "wanda", "random")
 LLM_SPARSITIES = (0.1, 0.3)
@@ -32,26 +32,24 @@ LLM_IG = {"quadrature": "gausslegendre", "steps": 4}
 def run_llm_demo(out: str | Path = "out/demo-llm", task: str = "bbc", n_attr: int = 8, max_test: int = 80,
                  ffn: float = 0.2, progress: bool = True) -> dict:
     """Score, prune, compact, evaluate and time SmolLM2 on one prompt task; returns the rows."""
-    from .tasks import report
-    from .tasks.experiment import parameter_count
-    from .tasks.llm import decode_tokens_per_second, evaluate, prompt_run, pruned_copy, score
+    from . import report
+    from .llm import LLMTask, decode_tokens_per_second
+    from .pipeline import evaluate, parameter_count, point_row, pruned_copy, score
 
     started = time.perf_counter()
     out = Path(out)
     model, tokenizer = load_smollm2()
-    run = prompt_run(model, tokenizer, task, max_test=max_test, n_windows=16)
+    run = LLMTask.of(model, tokenizer, task, max_test=max_test, n_windows=16)
     dense = run.dense
-    print(f"SmolLM2-135M-Instruct, {task} prompts: dense accuracy {dense['accuracy']:.3f} on {len(run.test)} test "
-          f"prompts (majority share {run.chance:.3f}); perplexity {dense['perplexity']:.2f} on held-out text")
+    print(f"SmolLM2-135M-Instruct, {task} prompts: dense accuracy {dense.accuracy:.3f} on {len(run.test)} test "
+          f"prompts (majority share {run.chance:.3f}); perplexity {dense.perplexity:.2f} on held-out text")
     rows, seconds = [], {}
     for method in LLM_METHODS:
-        scores, seconds[method] = score(run, method, n_examples=n_attr, units=("ffn",), progress=progress,
+        scores, seconds[method] = score(run, method, n=n_attr, units=("ffn",), progress=progress,
                                         cache=cache_dir() / "scores" / "llm", **(LLM_IG if method == "ig" else {}))
         for sparsity in LLM_SPARSITIES:
-            result = evaluate(run, make_plan(scores, ffn=sparsity))
-            rows.append({"task": task, "method": method, "sparsity": sparsity,
-                         "accuracy": result["accuracy"].value, "interval": result["accuracy"].to_dict(),
-                         "perplexity": result["perplexity"]})
+            rows.append(point_row(evaluate(run, make_plan(scores, ffn=sparsity)), task=task, method=method,
+                                  sparsity=sparsity))
         if method == "ig":
             ig_scores = scores
         print(f"{method}: scored from {n_attr} prompts in {seconds[method]:.1f} s", flush=True)
@@ -70,12 +68,10 @@ def run_llm_demo(out: str | Path = "out/demo-llm", task: str = "bbc", n_attr: in
           f"{timing['compact'].median_ms:.0f} ms ({timing['dense'].median_ms / timing['compact'].median_ms:.2f}x); "
           f"decoding {decode['dense']:.1f} -> {decode['compact']:.1f} tokens/s")
     gguf_file = _export_for_llama_cpp(reloaded, tokenizer, out / "model.gguf")
-    bands = report.bands([dict(r, ci95=[r["interval"]["low"], r["interval"]["high"]]) for r in rows])
     plot = report.plot(report.curves(rows), out / "demo_llm.png", title="SmolLM2-135M: FFN pruning (95% bands)",
-                       dense={task: dense["accuracy"].value}, intervals=bands)
+                       dense={task: dense.accuracy}, intervals=report.bands(rows))
     summary = {"task": task, "n_attr": n_attr, "max_test": len(run.test), "ig": LLM_IG, "rows": rows,
-               "dense": {"accuracy": dense["accuracy"].to_dict(), "perplexity": dense["perplexity"],
-                         "majority": run.chance},
+               "dense": dict(point_row(dense), majority=run.chance),
                "attribution_seconds": seconds, "compact": {"ffn": ffn, "params": params,
                                                            "prefill_ms": {k: v.to_dict() for k, v in timing.items()},
                                                            "decode_tokens_per_s": decode,
@@ -91,7 +87,7 @@ def _export_for_llama_cpp(model, tokenizer, path: Path) -> Path | None:
     """The compact model as an f16 GGUF file; with llama-cpp-python installed, a greedy
     continuation from llama.cpp beside the torch one."""
     try:
-        from .export import export
+        from ..export import export
         path = export(model, path, format="gguf", tokenizer=tokenizer, dtype="f16")
     except ImportError as err:
         print(f"no GGUF export ({err})")
@@ -118,12 +114,11 @@ def _export_for_llama_cpp(model, tokenizer, path: Path) -> Path | None:
 
 
 def _print_table(rows: list[dict], dense: dict) -> None:
-    print(f"\naccuracy [95% CI] / perplexity after removing FFN neurons (dense {dense['accuracy']:.3f} / "
-          f"{dense['perplexity']:.1f})")
+    print(f"\naccuracy [95% CI] / perplexity after removing FFN neurons (dense {dense.accuracy:.3f} / "
+          f"{dense.perplexity:.1f})")
     print("| method | " + " | ".join(f"{s:.0%}" for s in LLM_SPARSITIES) + " |")
     print("|" + "---|" * (len(LLM_SPARSITIES) + 1))
     for method in dict.fromkeys(r["method"] for r in rows):
         cells = [r for r in rows if r["method"] == method]
-        print(f"| {method} | " + " | ".join(f"{r['accuracy']:.3f} [{r['interval']['low']:.2f}, "
-                                            f"{r['interval']['high']:.2f}] / {r['perplexity']:.1f}"
-                                            for r in cells) + " |")
+        print(f"| {method} | " + " | ".join(f"{r['accuracy']:.3f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] / "
+                                            f"{r['perplexity']:.1f}" for r in cells) + " |")

@@ -129,3 +129,44 @@ def write(out_dir: Path, name: str, payload: dict, markdown: str) -> None:
     write_json(out_dir / f"{name}.json", payload)
     with atomic_path(out_dir / f"{name}.md") as tmp:
         tmp.write_text(markdown + "\n")
+
+
+def contrast_markdown(found: dict) -> list[str]:
+    """The pooled and per-task contrasts as two tables."""
+    md = ["## Paired differences (95% bootstrap over the same test examples, draws averaged)", "",
+          "Mean over tasks (stratified bootstrap):", "",
+          "| first | second | sparsity | first - second [95% CI] | verdict | tasks |", "|---|---|---|---|---|---|"]
+    md += [f"| {c['first']} | {c['second']} | {c['sparsity']:.0%} | {_interval_text(c['difference'])} | "
+           f"{c['verdict']} | {c['tasks']} |" for c in found["pooled"]]
+    md += ["", "Per task:", "", "| task | first | second | sparsity | first - second [95% CI] | verdict |",
+           "|---|---|---|---|---|---|"]
+    md += [f"| {c['task']} | {c['first']} | {c['second']} | {c['sparsity']:.0%} | "
+           f"{_interval_text(c['difference'])} | {c['verdict']} |" for c in found["per_task"]]
+    return md + [""]
+
+
+def comparison_markdown(spread: list[dict], compared: dict) -> list[str]:
+    md = ["## IG against each method (paired 95% bootstrap over test examples, draws averaged)", "",
+          "Mean over tasks (stratified bootstrap):", "",
+          "| units | sparsity | versus | IG - other [95% CI] | verdict |", "|---|---|---|---|---|"]
+    md += [f"| {c['units']} | {c['sparsity']:.0%} | {c['versus']} | {_interval_text(c['ig_minus_other'])} | "
+           f"IG {c['verdict']} |" for c in compared["pooled"]]
+    md += ["", "Per task (per_draw: IG - other with the same draw):", "",
+           "| task | units | sparsity | versus | IG - other [95% CI] | per draw | verdict |",
+           "|---|---|---|---|---|---|---|"]
+    md += [f"| {c['task']} | {c['units']} | {c['sparsity']:.0%} | {c['versus']} | "
+           f"{_interval_text(c['ig_minus_other'])} | {', '.join(f'{d:+.3f}' for d in c['per_draw'])} | "
+           f"IG {c['verdict']} |" for c in compared["per_task"]]
+    md += ["", "## Spread over attribution draws", "", "| task | units | method | sparsity | draws | mean | std | range |",
+           "|---|---|---|---|---|---|---|---|"]
+    md += [f"| {d['task']} | {d['units']} | {d['method']} | {d['sparsity']:.0%} | {d['draws']} | {d['mean']:.3f} | "
+           f"{d['std']:.3f} | {d['min']:.3f}-{d['max']:.3f} |" for d in spread]
+    return md + [""]
+
+
+def _interval_text(interval: dict, scale: float = 100.0) -> str:
+    """A difference in points: +1.2 [-0.3, +2.6]."""
+    return (f"{scale * interval['value']:+.1f} [{scale * interval['low']:+.1f}, "
+            f"{scale * interval['high']:+.1f}] points")
+
+

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import torch
 
-from .attribution import Scores, attribute
-from .compact import compact, cost_summary, mask
-from .data import accuracy
-from .io import write_json
-from .models import load_minilm_classifier
-from .plan import make_plan
-from .pretrained import from_pretrained, save_pretrained
-from .samples import LABELS, SENTENCES
-from .sites import find_sites
-from .timing import forward_latency
+from ..attribution import Scores, attribute
+from ..compact import compact, cost_summary, mask
+from ..data import accuracy
+from ..io import write_json
+from ..models import load_minilm_classifier
+from ..plan import make_plan
+from ..pretrained import from_pretrained, save_pretrained
+from ..samples import LABELS, SENTENCES
+from ..sites import find_sites
+from ..timing import forward_latency
 
 #: the demo's IG: 4 Gauss-Legendre nodes, measured on the demo's model to match a float64
 #: GL-64 reference better than 20 Riemann nodes (error 9.0e-3 vs 6.8e-2, kept@50 1.000 vs
@@ -99,10 +99,11 @@ def run_demo(out: str | Path = "out/demo", ffn: float = 0.5, heads: float = 0.25
 def run_task_demo(out: str | Path = "out/demo", tasks: tuple[str, ...] = ("hedge", "mr"), n_attr: int = 32,
                   max_test: int = 400, ffn: float = 0.5, full: bool = False, progress: bool = True) -> dict:
     """The main job: prune the multi-task MiniLM for each task and measure what is left."""
-    from .tasks import report
-    from .tasks.benchmark import EXPERIMENTS, score_cache
-    from .tasks.experiment import attribution_rows, compact_point, score, sweep, task_run
-    from .tasks.multitask import DEMO_TRAINING, TrainConfig, load_or_train
+    from . import report
+    from .encoder import EncoderTask, compact_point
+    from .encoder_benchmark import EXPERIMENTS, score_cache
+    from .multitask import DEMO_TRAINING, TrainConfig, load_or_train
+    from .pipeline import score, sweep
 
     started = time.perf_counter()
     out = Path(out)
@@ -111,17 +112,16 @@ def run_task_demo(out: str | Path = "out/demo", tasks: tuple[str, ...] = ("hedge
           "test accuracy " + ", ".join(f"{t} {a:.3f}" for t, a in mt.report["test"].items()))
     rows, compacted, dense, cost = [], {}, {}, {}
     for task in tasks:
-        run = task_run(mt, task, max_test)
-        dense[task] = run.dense
-        attr = attribution_rows(task, n_attr)
+        run = EncoderTask.of(mt, task, max_test)
+        dense[task] = run.dense.accuracy
         for method in DEMO_METHODS:
             data_free = method in ("magnitude", "random")
-            scores, seconds = score(run, method, None if data_free else attr, cache=score_cache(mt),
-                                    **DEMO_IG)
+            scores, seconds = score(run, method, n=None if data_free else n_attr, units=("ffn",),
+                                    cache=score_cache(mt), **DEMO_IG)
             cost[f"{task}/{method}"] = round(seconds, 2)
             rows += [dict(task=task, method=method, **r) for r in sweep(run, scores, sparsities=DEMO_SPARSITIES)]
             if method == "ig":
-                compacted[task] = compact_point(run, scores, ffn=ffn)
+                compacted[task] = compact_point(run, make_plan(scores, ffn=ffn))
         neurons = sum(s.n_units for s in find_sites(run.model, units=("ffn",)))
         print(f"{task}: scored {neurons:,} FFN neurons from {n_attr} examples: "
               + ", ".join(f"{m} {cost[f'{task}/{m}']:.1f} s" for m in DEMO_METHODS) + " (as first computed)")

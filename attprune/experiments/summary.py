@@ -172,3 +172,14 @@ def write(folder: Path) -> dict:
     with atomic_path(folder / "summary.md") as tmp:
         tmp.write_text(markdown(summary))
     return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``bench/experiments/summarize.py``: write and print the summary of a results folder."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default=str(Path(__file__).resolve().parents[2] / "bench" / "results" / "tasks"),
+                   help="the experiments' results folder")
+    folder = Path(p.parse_args(argv).results)
+    print(markdown(write(folder)), end="")

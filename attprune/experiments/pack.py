@@ -14,9 +14,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cache import cache_dir
+from ..data import text_batches
 from ..io import atomic_path
 from . import corpora
-from ..cache import cache_dir
 from .fetch import fetch_corpora
 
 SPLIT_SEED = 1234
@@ -31,6 +32,24 @@ class TaskSpec:
     max_length: int           # tokens the model sees (longer inputs are truncated)
     sizes: tuple[int, int, int]  # train, dev, test (train may be a subsample)
     about: str
+
+    def batches(self, rows: list[dict], tokenizer, batch_size: int = 32, *, labels: bool = True,
+                max_length: int | None = None, pad_to_max_length: bool = False) -> list[dict]:
+        """Rows ``{"text", "label"}`` (or ``{"words", "tags"}``) as padded batches
+        (``attprune.data.text_batches``), truncated to ``max_length`` (default: the task's)."""
+        text, label = ("words", "tags") if self.kind == "token" else ("text", "label")
+        return text_batches(rows, tokenizer, task=self.kind, text_column=text, label_column=label if labels else None,
+                            max_length=max_length or self.max_length, batch_size=batch_size,
+                            pad_to_max_length=pad_to_max_length)
+
+    def by_length(self, rows: list[dict], tokenizer) -> list[dict]:
+        """``rows`` ordered by their length in tokens (stable), so that batches need little padding."""
+        if self.kind == "token":
+            lengths = [len(r["words"]) for r in rows]
+        else:
+            encoded = tokenizer([r["text"] for r in rows], truncation=True, max_length=self.max_length)
+            lengths = [len(ids) for ids in encoded["input_ids"]]
+        return [rows[i] for i in sorted(range(len(rows)), key=lengths.__getitem__)]
 
 
 def _binary(mapping: dict[str, int]):
