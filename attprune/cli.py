@@ -121,6 +121,15 @@ def _add_data_arguments(p) -> None:
     p.add_argument("--label-map", default=None,
                    help="map raw label values to class ids, e.g. --label-map=-1:0,1:1 (use '=' when a value starts "
                         "with '-')")
+    p.add_argument("--prompt-column", default=None,
+                   help="an instruct LLM's task: the column holding each prompt (with --answer-column); the prompt "
+                        "goes through the tokenizer's chat template and attribution explains the answer tokens only")
+    p.add_argument("--answer-column", default="answer", help="with --prompt-column: the column holding the answer")
+    p.add_argument("--no-chat-template", action="store_true",
+                   help="with --prompt-column: use each prompt's own tokens, not the chat template")
+    p.add_argument("--choices", default=None,
+                   help="with --prompt-column: the task's possible answers, comma-separated, for --target "
+                        "normalized / margin (default: the distinct answers of the data, when there are 2 to 20)")
     p.add_argument("--max-length", type=int, default=128, help="truncate inputs to this many tokens")
     p.add_argument("--batch-size", type=int, default=16, help="examples per batch")
     p.add_argument("--limit", type=int, default=None, help="use only the first N examples")
@@ -173,6 +182,9 @@ def _add_prune_parser(sub) -> None:
     p.add_argument("--round-to", type=int, default=1, help="keep per-site widths at multiples of this")
     p.add_argument("--min-keep", type=int, default=1, help="keep at least this many units per site (0: a site "
                                                            "may be removed whole)")
+    p.add_argument("--compensate", action="store_true",
+                   help="fold each removed unit's mean contribution over the scored data into its projection's bias "
+                        "(FLAP's bias compensation), from the input means the scores file holds")
     p.add_argument("--seq-len", type=int, default=128, help="sequence length for the FLOP count")
     p.add_argument("--seed", type=int, default=0, help="seed of a new head when --model is minilm")
     p.add_argument("--out", required=True, help="output checkpoint folder (also gets plan.json)")
@@ -279,8 +291,15 @@ def _read_rows(args, path) -> list[dict]:
 
 def _batches_from(args, rows: list[dict], tokenizer, num_labels, label2id, *, label_column: str | None,
                   task: str = "sequence") -> list[dict]:
-    """The data flags (--text-column, --max-length, --label-map...) applied to ``rows``."""
-    from .data import parse_label_map, text_batches
+    """The data flags (--text-column, --max-length, --label-map, --prompt-column...) applied to ``rows``."""
+    from .data import parse_label_map, prompt_batches, text_batches
+
+    if getattr(args, "prompt_column", None):
+        if task != "causal":
+            raise InputError(f"--prompt-column describes an instruct LLM's task; this model is not a causal LM ({task})")
+        choices = [c.strip() for c in args.choices.split(",")] if args.choices else None
+        return prompt_batches(rows, tokenizer, prompt_column=args.prompt_column, answer_column=args.answer_column,
+                              chat_template=not args.no_chat_template, batch_size=args.batch_size, choices=choices)
 
     return text_batches(rows, tokenizer, task=task, text_column=args.text_column,
                         label_column=label_column, text_pair_column=args.text_pair_column,
@@ -289,7 +308,7 @@ def _batches_from(args, rows: list[dict], tokenizer, num_labels, label2id, *, la
 
 
 def _score(args) -> int:
-    from .attribution import attribute, distributed
+    from .attribution import attribute, distributed, input_means
     from .attribution.objective import task_of
     from .io import write_json
 
@@ -315,6 +334,9 @@ def _score(args) -> int:
                                 "continue") from None
     if not distributed.is_main():
         return 0  # rank 0 writes
+    if not scores.input_means:  # what `prune --compensate` folds into the biases: one more pass, no gradient
+        scores.input_means = input_means(model, batches, units=config.units, progress=not args.no_progress,
+                                         long_inputs=config.long_inputs)
     scores.save(out / "scores.safetensors")
     summary = scores.summary()
     write_json(out / "summary.json", dict(scores.meta, data=str(args.data), summary=summary))
@@ -365,12 +387,16 @@ def _prune(args) -> int:
 
     scores_path = Path(args.scores)
     scores = Scores.load(scores_path / "scores.safetensors" if scores_path.is_dir() else scores_path)
+    if args.compensate and not scores.input_means:
+        raise InputError(f"--compensate needs the input means of the scored data and {scores_path} has none: score "
+                         "again with `attprune score` (it stores them; so does --baseline mean), or compute them in "
+                         "Python: attprune.compact(model, plan, compensate=attprune.input_means(model, batches))")
     plan = make_plan(scores, ffn=args.ffn, heads=args.heads, scope=args.scope, normalize=args.normalize,
                      rank_by=args.rank_by, round_to=args.round_to, min_keep=args.min_keep)
     model, tokenizer = load_model(args.model, seed=args.seed, placement=_placement(args))
     print(plan.summary())
     print(cost_summary(model, plan, seq_len=args.seq_len))
-    compact(model, plan)
+    compact(model, plan, compensate=scores.input_means if args.compensate else None)
     out = save_pretrained(model, args.out, tokenizer=tokenizer)
     print(f"wrote the compact model to {out} (load it with attprune.from_pretrained)")
     return 0

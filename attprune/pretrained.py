@@ -7,6 +7,8 @@ builds the original class with its parameters on the meta device (no full-size
 allocation), compacts that skeleton with the plan, then assigns the saved tensors, so peak
 memory is one copy of the *compact* weights.  With ``device_map="auto"`` the tensors go
 straight to the devices accelerate assigns, and disk-offloaded ones stay in the files.
+A model compacted with ``compensate=`` lists its compensated sites in the plan's
+``meta["compensated"]``: the skeleton gets those bias parameters, the saved tensors fill them.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
     python bench/ig_fidelity.py                      # MiniLM, ~8 min on 2 cores -> results/ig_fidelity_minilm.json
     python bench/ig_fidelity.py --model smollm2      # SmolLM2, ~12 min -> results/ig_fidelity_smollm2.json
+    python bench/ig_fidelity.py --model smollm2 --baseline mean --rules gl4,auto   # the path from the mean
 
 ``minilm``: the demo's multi-task MiniLM (``DEMO_TRAINING``, trained and cached on first use),
 its ``hedge`` view in float64, 16 training sentences, all 12 sites, target the gold label.
@@ -12,7 +13,8 @@ as text (target: every next token), all 60 sites. Reference: Gauss-Legendre, 64 
 those values with the reference (mean over sites, per kind); kept@50, the share of the units
 the reference keeps in a 50% plan (``make_plan`` defaults) that the rule's plan keeps too;
 for ``auto``, the mean nodes per example and site; last, ``auto`` with the stall threshold
-(``AUTO_STALL``) at 0.5 instead of the library's 0.25.
+(``AUTO_STALL``) at 0.5 instead of the library's 0.25.  ``--baseline mean``: every path (the
+reference's too) starts at the units' mean activation over the examples.
 """
 
 from __future__ import annotations
@@ -92,7 +94,9 @@ def main(argv=None) -> dict:
     p.add_argument("--model", choices=("minilm", "smollm2"), default="minilm", help="which real model")
     p.add_argument("--examples", type=int, default=None, help="examples scored (default: 16 MiniLM, 2 SmolLM2)")
     p.add_argument("--reference-steps", type=int, default=64, help="Gauss-Legendre nodes of the reference")
-    p.add_argument("--out", default=None, help="results file (default: results/ig_fidelity_<model>.json)")
+    p.add_argument("--baseline", choices=("zero", "mean"), default="zero", help="where every path starts")
+    p.add_argument("--rules", default="all", help="'all', or 'gl4,auto' (GL-4 and steps='auto' at tolerance 1e-2)")
+    p.add_argument("--out", default=None, help="results file (default: results/ig_fidelity_<model>[_mean].json)")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     examples = args.examples or (16 if args.model == "minilm" else 2)
@@ -101,13 +105,16 @@ def main(argv=None) -> dict:
 
     def timed(**settings):
         started = time.perf_counter()
-        scores = attprune.attribute(model, batches, progress=False, **settings)
+        scores = attprune.attribute(model, batches, progress=False, baseline=args.baseline, **settings)
         return scores, round(time.perf_counter() - started, 1)
 
     reference, ref_seconds = timed(quadrature="gausslegendre", steps=reference_steps)
-    runs = [dict(quadrature=q, steps=n) for q, n in RULES]
-    runs += [dict(quadrature="gausslegendre", steps="auto", tolerance=tol) for tol in TOLERANCES]
-    runs += [dict(quadrature="gausslegendre", steps="auto", tolerance=1e-2, stall=stall) for stall in OTHER_STALLS]
+    if args.rules == "gl4,auto":
+        runs = [dict(quadrature="gausslegendre", steps=4), dict(quadrature="gausslegendre", steps="auto", tolerance=1e-2)]
+    else:
+        runs = [dict(quadrature=q, steps=n) for q, n in RULES]
+        runs += [dict(quadrature="gausslegendre", steps="auto", tolerance=tol) for tol in TOLERANCES]
+        runs += [dict(quadrature="gausslegendre", steps="auto", tolerance=1e-2, stall=stall) for stall in OTHER_STALLS]
     rows = []
     for settings in runs:
         with stall_rule(settings.get("stall", ig.AUTO_STALL)):
@@ -119,10 +126,11 @@ def main(argv=None) -> dict:
             row["max_gap"] = max(g["max_gap"] for g in gaps)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    result = {"model": about, "examples": examples,
+    result = {"model": about, "examples": examples, "baseline": args.baseline,
               "reference": {"quadrature": "gausslegendre", "steps": reference_steps, "seconds": ref_seconds},
               "rows": rows}
-    write_json(Path(args.out) if args.out else RESULTS / f"ig_fidelity_{args.model}.json", result)
+    suffix = "" if args.baseline == "zero" else f"_{args.baseline}"
+    write_json(Path(args.out) if args.out else RESULTS / f"ig_fidelity_{args.model}{suffix}.json", result)
     return result
 
 

@@ -440,3 +440,99 @@ def test_magnitude_init_without_training_is_magnitude_pruning(model):
     assert all(torch.equal(result.masks[name], expected[name]) for name in expected)
     with pytest.raises(ValueError, match="unknown init"):
         attprune.adapt(model, batches(model), init="xavier", progress=False)
+
+
+# -- recovery and IMP, recomputed from the masks themselves ---------------------------------
+
+
+def test_recovered_is_what_the_masks_at_each_step_say(model, monkeypatch):
+    """stats["recovered"]: connections pruned (theta <= 0: off in the hard mask) at some step,
+    the start included, and kept by the final mask.  Recomputed here from the hard masks
+    recorded before the first update and after every update."""
+    hard = []
+    step = MaskTrainer.step
+
+    def recording(self, batch):
+        if not hard:
+            hard.append(self.thetas.hard())
+        loss = step(self, batch)
+        hard.append(self.thetas.hard())
+        return loss
+
+    monkeypatch.setattr(MaskTrainer, "step", recording)
+    result = attprune.adapt(model, batches(model), sparsity=0.5, epochs=3, lr_mask=0.05, decay=0.0, lr_head=1e-3,
+                            progress=False)
+    assert len(hard) == result.stats["steps"] + 1
+    final = result.masks
+
+    def pruned_then_kept(a, kept):
+        """Connections off at step a and on in ``kept``."""
+        return sum(int((~hard[a][n] & kept[n]).sum()) for n in kept)
+
+    ever_pruned = {n: torch.stack([~h[n] for h in hard]).any(0) for n in final}
+    recovered = sum(int((ever_pruned[n] & final[n]).sum()) for n in final)
+    assert result.stats["recovered"] == recovered
+    assert result.stats["recovered_share_of_kept"] == round(recovered / result.stats["kept"], 5)
+    assert result.stats["kept"] == sum(int(m.sum()) for m in final.values())
+    # each pair of steps (a, the end) bounds it from below; some connection came back after the start
+    by_step = [pruned_then_kept(a, final) for a in range(len(hard))]
+    assert 0 < max(by_step) <= recovered <= sum(by_step)
+    # and recovery within training: off at step a, on at a later step b
+    assert any(pruned_then_kept(a, hard[b]) for a in range(len(hard)) for b in range(a + 1, len(hard)))
+
+
+def test_imp_keeps_the_largest_tuned_weights_each_round_and_rewinds(model, monkeypatch):
+    """Every IMP round, read from what fine_tune was given and returned: it starts from the
+    pre-trained weights (rewinding) under the previous round's mask, the pruned weights stay
+    at zero while it trains, and the next mask keeps the (1 - level) share of all weights with
+    the largest fine-tuned |w| among those still kept; the levels follow imp_levels; the task
+    model of the final mask runs the pre-trained values of the kept weights."""
+    from attprune.adaptation import baselines
+    from attprune.adaptation.model import encoder_of
+
+    encoder = encoder_of(model)
+    pretrained = {k: v.detach().clone() for k, v in encoder.named_parameters()}
+    calls = []
+    real = baselines.fine_tune
+
+    def spy(m, train_batches, *, masks=None, **kwargs):
+        start = {k: v.detach().clone() for k, v in encoder_of(m).named_parameters()}
+        tuned = real(m, train_batches, masks=masks, **kwargs)
+        calls.append((start, {k: v.clone() for k, v in masks.items()},
+                      {k: v.detach().clone() for k, v in tuned.encoder.named_parameters()}))
+        return tuned
+
+    monkeypatch.setattr(baselines, "fine_tune", spy)
+    data = batches(model, n=2)
+    found = imp_masks(model, data, [0.2, 0.5], epochs_per_round=1, lr=1e-3, progress=False)
+    levels = imp_levels([0.2, 0.5], 0.2)
+    assert len(calls) == len(levels) == 4
+    names = list(found[0.5])
+    n_total = sum(m.numel() for m in found[0.5].values())
+    after = [c[1] for c in calls[1:]] + [found[0.5]]  # the mask each round leaves
+    assert all(torch.equal(after[0][n], found[0.2][n]) for n in names)
+    previous = {n: torch.ones_like(m) for n, m in found[0.5].items()}
+    for level, (start, given, tuned), mask in zip(levels, calls, after):
+        assert all(torch.equal(start[k], pretrained[k]) for k in pretrained)  # rewound: pre-trained values
+        assert all(torch.equal(given[n], previous[n]) for n in names)
+        assert not any(tuned[n][~given[n]].any() for n in names)  # pruned stays zero while training
+        assert sum(int(mask[n].sum()) for n in names) == round((1 - level) * n_total)  # the schedule
+        assert not any((mask[n] & ~given[n]).any() for n in names)  # nested
+        kept = torch.cat([tuned[n].abs()[mask[n]] for n in names])
+        dropped = torch.cat([tuned[n].abs()[given[n] & ~mask[n]] for n in names])
+        assert dropped.numel() and kept.min() > dropped.max()  # the largest tuned |w| among the kept
+        previous = mask
+    # the pruned-by-tuned-magnitude mask differs from one-shot pre-trained magnitude pruning
+    one_shot = magnitude_masks(model, 0.5)
+    assert any(not torch.equal(one_shot[n], found[0.5][n]) for n in names)
+    # evaluated on the pre-trained values: a copy with w0 * mask gives the task model's features
+    result = fit_head(model, data, found[0.5], epochs=1, lr=1e-3, method="imp")
+    reference = copy.deepcopy(encoder)
+    with torch.no_grad():
+        for name, p in reference.named_parameters():
+            if name in found[0.5]:
+                p.mul_(found[0.5][name].to(p.dtype))
+    inputs = {k: v for k, v in data[0].items() if k != "labels"}
+    with torch.no_grad():
+        expected = result.head(encoder_features(reference, None, inputs))
+        assert torch.equal(result.model(model)(**inputs).logits, expected)

@@ -35,7 +35,9 @@ def test_bad_arguments(model, batch, kwargs, match):
 
 
 def test_unknown_setting_is_a_type_error_naming_it(model, batch):
-    with pytest.raises(TypeError, match="unexpected keyword argument.*baseline"):
+    with pytest.raises(TypeError, match="unexpected keyword argument.*smoothing"):
+        attprune.attribute(model, [batch], progress=False, smoothing="blur")
+    with pytest.raises(attprune.InputError, match="unknown baseline 'blur'; choose one of zero, mean"):
         attprune.attribute(model, [batch], progress=False, baseline="blur")
 
 

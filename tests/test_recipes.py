@@ -89,12 +89,20 @@ def test_answer_targets_compare_the_gold_answer_with_the_others(target):
     model_batch = {k: v for k, v in batch.items() if k != "choices"}
     expected = reference.brute_force_joint_ig(model, model_batch, [site], [1.0], [1.0], objective_fn=fn)[site.path]
     torch.testing.assert_close(scores.sites[site.path].mean, expected.mean(0), rtol=1e-8, atol=1e-10)
+    # IG with the same objective is complete: its unit scores sum to F(x) - F(site input 0), with F
+    # the reference's objective (this compared nothing before: only shapes and finiteness)
     ig = attprune.attribute(model, [batch], method="ig", target=target, tolerance=1e-7, progress=False)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    x = reference.site_input(model, site.path, model_batch)
     with torch.no_grad():
-        value = reference.answer_objective(model, model(input_ids=batch["input_ids"],
-                                                        attention_mask=batch["attention_mask"]),
-                                           batch["labels"], batch["choices"], target)
-    assert value.shape == (3,) and torch.isfinite(ig.sites[site.path].mean).all()
+        value = fn(model(**inputs))
+        handle = model.get_submodule(site.path).register_forward_pre_hook(lambda m, a: (torch.zeros_like(x),))
+        try:
+            off = fn(model(**inputs))
+        finally:
+            handle.remove()
+    assert value.shape == (3,) and (value - off).abs().min() > 1e-6
+    assert float(ig.sites[site.path].sum.sum()) == pytest.approx(float((value - off).sum()), rel=1e-5)
 
 
 def test_answer_targets_on_a_classifier_use_its_classes():

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -145,8 +146,10 @@ def test_summary_checks_targets_from_result_files(tmp_path):
     status = {t["target"]: t for t in out["targets"]}
     assert out["ffn_mean_accuracy"]["random"][0.5] == pytest.approx(0.5)  # draw 0 only
     assert out["test_examples"] == {"a": 800, "b": 600}
-    # IG at 50%, mean over tasks and both draws: (0.785 / 0.8 + 0.785 / 0.9) / 2
-    assert status["ig: >= 95% of dense at 50% FFN (mean over tasks and draws)"]["value"] == "92.7%"
+    # IG at 50%, mean over tasks and both draws: (0.785 / 0.8 + 0.785 / 0.9) / 2; its rows carry no
+    # interval, so the point estimate alone decides nothing
+    kept = status["ig: >= 95% of dense at 50% FFN (mean over tasks and draws)"]
+    assert (kept["value"], kept["status"]) == ("92.7% (no interval recorded)", "undecided")
     best_free = status["ig: >= 10 points over the best data-free baseline at 70% FFN"]
     assert best_free["value"].startswith("vs random: +25.0 [+12.0, +30.0]") and best_free["status"] == "met"
     assert status["ig: >= fisher, grad_x_act, activation at 70% FFN"]["status"] == "undecided"  # activation tied
@@ -158,6 +161,71 @@ def test_summary_checks_targets_from_result_files(tmp_path):
     assert summary.check({"value": 0.1, "low": 0.05, "high": 0.15}, 0.10) == "undecided"
     assert summary.check({"value": 0.1, "low": 0.05, "high": 0.09}, 0.10) == "missed"
     assert "| ffn | 70% | random | +25.0 [+12.0, +30.0] | IG ahead |" in (tmp_path / "summary.md").read_text()
+
+
+def _sweep(dense: dict, ig: dict) -> dict:
+    """A main sweep of dense rows and IG rows at 50% FFN ({task: [row fields per draw]})."""
+    rows = [dict(task=t, method="ig", draw=d, units="ffn", sparsity=0.5, **r) for t, rs in ig.items()
+            for d, r in enumerate(rs)]
+    return {"dense": dense, "rows": rows}
+
+
+def test_kept_of_dense_is_met_only_when_its_interval_is_above_95_percent():
+    """From the rows' 95% intervals (conservatively: the lowest pruned over the highest dense,
+    per task, then the mean over tasks): met, missed, and undecided where the point estimate
+    is above 95% (what the summary used to call met) but the interval reaches below."""
+    from attprune.experiments import summary
+
+    dense = {"a": {"accuracy": 0.8, "ci95": [0.79, 0.81]}, "b": {"accuracy": 0.9, "ci95": [0.89, 0.91]}}
+
+    def status(ig):
+        kept = summary.kept_of_dense(_sweep(dense, ig))
+        return kept, summary.check(kept, 0.95)
+
+    tight = {"a": [dict(accuracy=0.79, ci95=[0.785, 0.795]), dict(accuracy=0.8, ci95=[0.795, 0.805])],
+             "b": [dict(accuracy=0.89, ci95=[0.885, 0.895])]}
+    kept, verdict = status(tight)
+    assert kept["value"] == pytest.approx((0.795 / 0.8 + 0.89 / 0.9) / 2)
+    assert kept["low"] == pytest.approx((0.79 / 0.81 + 0.885 / 0.91) / 2)
+    assert kept["high"] == pytest.approx((0.8 / 0.79 + 0.895 / 0.89) / 2)
+    assert verdict == "met" and kept["low"] >= 0.95
+    wide = {t: [dict(r, ci95=[r["accuracy"] - 0.06, r["accuracy"] + 0.06]) for r in rs] for t, rs in tight.items()}
+    kept, verdict = status(wide)
+    assert kept["value"] >= 0.95 and kept["low"] < 0.95 <= kept["high"] and verdict == "undecided"
+    low = {"a": [dict(accuracy=0.7, ci95=[0.69, 0.71])], "b": [dict(accuracy=0.8, ci95=[0.79, 0.81])]}
+    assert status(low)[1] == "missed"
+
+
+def test_kept_of_dense_from_per_example_results_is_a_paired_interval():
+    """Where the rows carry per-example results, the interval pairs the pruned and dense model
+    on the same examples: far narrower than the conservative box from the same rows' own
+    intervals, so it decides what the box leaves undecided."""
+    from attprune.experiments import summary
+    from attprune.experiments.stats import mean_interval
+
+    rng = np.random.default_rng(0)
+    dense, ig = {}, {}
+    for task, n, p in (("a", 500, 0.85), ("b", 300, 0.8)):
+        right = (rng.random(n) < p).astype(float)
+        draws = [np.where(rng.random(n) < 0.025, 0.0, right) for _ in range(3)]  # each draw loses 2.5%
+
+        def row(correct):
+            interval = mean_interval(correct)
+            return dict(accuracy=interval.value, ci95=[interval.low, interval.high], correct=correct.tolist())
+
+        dense[task], ig[task] = row(right), [row(c) for c in draws]
+    main = _sweep(dense, ig)
+    paired = summary.kept_of_dense(main)
+    expected = np.mean([np.mean([sum(r["correct"]) for r in ig[t]]) / sum(dense[t]["correct"]) for t in dense])
+    assert paired["value"] == pytest.approx(expected) and paired["interval"] == "paired bootstrap over test examples"
+    assert paired["low"] < paired["value"] < paired["high"] and summary.check(paired, 0.95) == "met"
+    boxed = summary.kept_of_dense(_sweep({t: {k: v for k, v in d.items() if k != "correct"} for t, d in dense.items()},
+                                         {t: [{k: v for k, v in r.items() if k != "correct"} for r in rs]
+                                          for t, rs in ig.items()}))
+    assert boxed["value"] == pytest.approx(paired["value"]) and summary.check(boxed, 0.95) == "undecided"
+    assert (paired["high"] - paired["low"]) < 0.25 * (boxed["high"] - boxed["low"])
+    (target,) = [t for t in summary.main_targets(main) if t["target"].startswith("ig: >= 95% of dense")]
+    assert target["status"] == "met" and "paired bootstrap" in target["value"]
 
 
 def test_report_bands_carry_each_rows_interval_and_plot_draws_them(tmp_path):

@@ -1,14 +1,14 @@
-"""Pruning a real decoder LLM (SmolLM2-135M-Instruct) on prompt tasks: criteria and recipes
+"""Pruning a real decoder LLM (SmolLM2-135M-Instruct) on prompt tasks: criteria and arms
 compared with intervals that hold the test prompts AND the attribution draws.
 
-    python bench/experiments/llm_pruning.py                       # every criterion, its default recipe
+    python bench/experiments/llm_pruning.py                       # every criterion, its default arm (recipe)
     python bench/experiments/llm_pruning.py --tasks bbc --methods ig fisher --draws 0 1 2
 
-A ``Recipe`` is how one criterion's plan is made: the attribution method and its settings,
+An ``Arm`` is one arm of the comparison, how one criterion's plan is made: the attribution method and its settings,
 how many training prompts, the plan's options and whether compaction compensates the
 removed units' mean output.  A point is a (task, kind, sparsity): kind ``ffn`` (FFN neurons),
 ``heads`` (query heads, by KV group) or ``joint`` (the same share of both, ranked from the two
-kinds' scores together).  Every (recipe, point) is evaluated once per attribution draw (draw
+kinds' scores together).  Every (arm, point) is evaluated once per attribution draw (draw
 0: the first ``n`` training prompts; draw k: a seeded shuffle's first ``n``), on the same test
 prompts; a method without data (magnitude) has one draw, random pruning one seed per draw.
 
@@ -22,7 +22,7 @@ tasks, each resampled on its own.
    swept (unless named with ``--tasks``).
 2. The sweep: rows appended to ``rows.jsonl`` as they finish (per-example results kept), scores
    and outcomes cached (``pipeline``): an interrupted run resumes where it stopped.
-3. One compacted point (the first recipe, ``--compact-ffn``): parameters, CPU prefill latency and
+3. One compacted point (the first arm, ``--compact-ffn``): parameters, CPU prefill latency and
    KV-cache decoding, dense vs compact; compact == mask; reload with ``attprune.from_pretrained``.
 """
 
@@ -50,7 +50,7 @@ from ..pretrained import from_pretrained, save_pretrained
 from ..timing import forward_latency
 from . import report
 from .llm import LLMTask, decode_tokens_per_second
-from .pipeline import evaluate, parameter_count, pruned_copy, score
+from .pipeline import evaluate, parameter_count, pruned_copy, score, site_means
 from .prompts import PROMPT_TASKS
 from .stats import Interval, draws_interval, paired_draws, pooled_draws, verdict
 
@@ -60,11 +60,13 @@ DATA_FREE = ("magnitude", "random")
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Arm:
     """How one criterion's plan is made.
 
     label: the name in tables; method: the attribution method; settings: its
-    ``attprune.attribute`` settings; n: training prompts per draw; plan: ``make_plan`` options.
+    ``attprune.attribute`` settings; n: training prompts per draw; plan: ``make_plan`` options;
+    compensate: compaction folds the removed units' mean output (over the draw's prompts) into
+    the biases.
     """
 
     label: str
@@ -72,13 +74,15 @@ class Recipe:
     settings: dict = field(default_factory=dict)
     n: int = 32
     plan: dict = field(default_factory=dict)
+    compensate: bool = False
 
     def key(self) -> str:
-        """A digest of everything that decides the recipe's results (not its label)."""
-        return json_digest([self.method, sorted(self.settings.items()), self.n, sorted(self.plan.items())])[:12]
+        """A digest of everything that decides the arm's results (not its label)."""
+        fields = [self.method, sorted(self.settings.items()), self.n, sorted(self.plan.items())]
+        return json_digest(fields + (["compensate"] if self.compensate else []))[:12]
 
     def draws(self, draws: tuple[int, ...]) -> tuple[int, ...]:
-        """The draws this recipe is evaluated on: one for magnitude (no data, no seed)."""
+        """The draws this arm is evaluated on: one for magnitude (no data, no seed)."""
         return (0,) if self.method == "magnitude" else tuple(draws)
 
 
@@ -88,9 +92,9 @@ METHODS = ("ig", "fisher", "grad_x_act", "activation", "wanda", "flap", "magnitu
 LABELS = {"grad_x_act": "taylor (grad_x_act)"}
 
 
-def default_recipe(method: str) -> Recipe:
+def default_arm(method: str) -> Arm:
     """A criterion as attprune runs it by default on a causal LM."""
-    return Recipe(LABELS.get(method, method), method, dict(IG_SETTINGS) if method == "ig" else {})
+    return Arm(LABELS.get(method, method), method, dict(IG_SETTINGS) if method == "ig" else {})
 
 
 class Results:
@@ -120,12 +124,12 @@ def eval_cache() -> Path:
     return cache_dir() / "evals" / "llm"
 
 
-def recipe_scores(subject: LLMTask, recipe: Recipe, kind: str, draw: int) -> tuple[Scores, float]:
-    """A recipe's scores for one kind (joint: the FFN and head scores side by side, each kind
+def arm_scores(subject: LLMTask, arm: Arm, kind: str, draw: int) -> tuple[Scores, float]:
+    """An arm's scores for one kind (joint: the FFN and head scores side by side, each kind
     scored on its own) at one draw, and the seconds they took (as first computed)."""
-    settings = dict(recipe.settings, seed=draw) if recipe.method == "random" else recipe.settings
-    n = None if recipe.method in DATA_FREE else recipe.n
-    parts = [score(subject, recipe.method, n=n, draw=draw, units=(unit,), cache=score_cache(), **settings)
+    settings = dict(arm.settings, seed=draw) if arm.method == "random" else arm.settings
+    n = None if arm.method in DATA_FREE else arm.n
+    parts = [score(subject, arm.method, n=n, draw=draw, units=(unit,), cache=score_cache(), **settings)
              for unit in KINDS[kind]]
     return functools.reduce(Scores.join, [s for s, _ in parts]), sum(seconds for _, seconds in parts)
 
@@ -142,41 +146,43 @@ def dense_row(subject: LLMTask, results: Results) -> dict:
     return row
 
 
-def point_key(subject: LLMTask, recipe: Recipe, kind: str, sparsity: float, draw: int) -> str:
-    return f"prune/{subject.name}/{kind}/{recipe.label}/{recipe.key()}/{draw}/{sparsity}/{len(subject.test)}"
+def point_key(subject: LLMTask, arm: Arm, kind: str, sparsity: float, draw: int) -> str:
+    return f"prune/{subject.name}/{kind}/{arm.label}/{arm.key()}/{draw}/{sparsity}/{len(subject.test)}"
 
 
-def run_point(subject: LLMTask, recipe: Recipe, kind: str, sparsity: float, draw: int, results: Results) -> dict:
-    """One evaluation (cached): the recipe's plan at ``sparsity`` of ``kind``, from draw ``draw``."""
-    key = point_key(subject, recipe, kind, sparsity, draw)
+def run_point(subject: LLMTask, arm: Arm, kind: str, sparsity: float, draw: int, results: Results) -> dict:
+    """One evaluation (cached): the arm's plan at ``sparsity`` of ``kind``, from draw ``draw``."""
+    key = point_key(subject, arm, kind, sparsity, draw)
     row = results.get(key)
     if row is not None:
         return row
-    scores, seconds = recipe_scores(subject, recipe, kind, draw)
-    plan = make_plan(scores, **{k: sparsity for k in KINDS[kind]}, **recipe.plan)
+    scores, seconds = arm_scores(subject, arm, kind, draw)
+    plan = make_plan(scores, **{k: sparsity for k in KINDS[kind]}, **arm.plan)
+    means = site_means(subject, n=arm.n, draw=draw, cache=score_cache()) if arm.compensate else None
     started = time.perf_counter()
-    outcome = evaluate(subject, plan, cache=eval_cache())
+    outcome = evaluate(subject, plan, cache=eval_cache(), compensate=means)
     interval = outcome.interval()
-    print(f"{subject.name} {kind} {recipe.label} draw {draw} {sparsity:.0%}: {interval:.3f} ppl "
+    print(f"{subject.name} {kind} {arm.label} draw {draw} {sparsity:.0%}: {interval:.3f} ppl "
           f"{outcome.perplexity:.1f} ({seconds:.0f} s attribution)", flush=True)
-    return results.add({"key": key, "task": subject.name, "kind": kind, "method": recipe.label,
-                        "recipe": recipe.key(), "draw": draw, "sparsity": sparsity,
+    return results.add({"key": key, "task": subject.name, "kind": kind, "method": arm.label,
+                        "arm": arm.key(), "draw": draw, "sparsity": sparsity,
                         "accuracy": interval.to_dict(), "correct": outcome.correct.tolist(),
                         "perplexity": outcome.perplexity, "attribution_seconds": round(seconds, 2),
                         "eval_seconds": round(time.perf_counter() - started, 1),
-                        "settings": recipe.settings, "plan": recipe.plan, "n": recipe.n})
+                        "settings": arm.settings, "plan": arm.plan, "n": arm.n,
+                        "compensate": arm.compensate})
 
 
-def sweep(subjects: dict[str, LLMTask], recipes: list[Recipe], kinds, sparsities, draws, results: Results) -> None:
-    """Every (task, recipe, kind, sparsity, draw), draw by draw (the first draw of everything first)."""
+def sweep(subjects: dict[str, LLMTask], arms: list[Arm], kinds, sparsities, draws, results: Results) -> None:
+    """Every (task, arm, kind, sparsity, draw), draw by draw (the first draw of everything first)."""
     for draw in sorted(set(draws)):
         for subject in subjects.values():
-            for recipe in recipes:
-                if draw not in recipe.draws(draws):
+            for arm in arms:
+                if draw not in arm.draws(draws):
                     continue
                 for kind in kinds:
                     for sparsity in sparsities[kind] if isinstance(sparsities, dict) else sparsities:
-                        run_point(subject, recipe, kind, sparsity, draw, results)
+                        run_point(subject, arm, kind, sparsity, draw, results)
 
 
 # -- results -------------------------------------------------------------------------------
@@ -296,26 +302,26 @@ def plot(summary: list[dict], dense: list[dict], out: Path, prefix: str = "") ->
 
 # -- cost and the compacted model ------------------------------------------------------------
 
-def prune_seconds(subject: LLMTask, recipes: list[Recipe], sparsity: float = 0.3) -> dict[str, dict]:
-    """Time to prune per recipe at one FFN sparsity (draw 0): attribution (as first computed,
+def prune_seconds(subject: LLMTask, arms: list[Arm], sparsity: float = 0.3) -> dict[str, dict]:
+    """Time to prune per arm at one FFN sparsity (draw 0): attribution (as first computed,
     from the cache), make_plan and compact (measured now, on a copy)."""
     out = {}
-    for recipe in recipes:
-        scores, attribution = recipe_scores(subject, recipe, "ffn", 0)
+    for arm in arms:
+        scores, attribution = arm_scores(subject, arm, "ffn", 0)
         started = time.perf_counter()
-        plan = make_plan(scores, ffn=sparsity, **recipe.plan)
+        plan = make_plan(scores, ffn=sparsity, **arm.plan)
         planned = time.perf_counter()
         pruned_copy(subject, plan)
         done = time.perf_counter()
-        out[recipe.label] = {"attribution": round(attribution, 1), "plan": round(planned - started, 2),
+        out[arm.label] = {"attribution": round(attribution, 1), "plan": round(planned - started, 2),
                              "compact": round(done - planned, 2), "total": round(attribution + done - started, 1)}
     return out
 
 
-def compact_point(subject: LLMTask, recipe: Recipe, ffn: float) -> dict:
-    """Timing, memory, exactness and reload of one compacted model (the recipe's FFN plan, draw 0)."""
-    scores, _ = recipe_scores(subject, recipe, "ffn", 0)
-    plan = make_plan(scores, ffn=ffn, **recipe.plan)
+def compact_point(subject: LLMTask, arm: Arm, ffn: float) -> dict:
+    """Timing, memory, exactness and reload of one compacted model (the arm's FFN plan, draw 0)."""
+    scores, _ = arm_scores(subject, arm, "ffn", 0)
+    plan = make_plan(scores, ffn=ffn, **arm.plan)
     model = subject.model
     small = pruned_copy(subject, plan)
     ids, attention = padded([e.prompt for e in subject.test[:8]], subject.tokenizer.eos_token_id)
@@ -337,7 +343,7 @@ def compact_point(subject: LLMTask, recipe: Recipe, ffn: float) -> dict:
     params = {"dense": parameter_count(model), "compact": parameter_count(small)}
     memory = {name: sum(p.numel() * p.element_size() for p in m.parameters()) for name, m in
               (("dense", model), ("compact", small))}
-    return {"task": subject.name, "recipe": recipe.label, "ffn": ffn, "params": params, "parameter_bytes": memory,
+    return {"task": subject.name, "arm": arm.label, "ffn": ffn, "params": params, "parameter_bytes": memory,
             "latency": latency, "decode_tokens_per_s": decode,
             "compact_vs_mask_max_abs_logit_diff": (masked - compacted).abs().max().item(),
             "reload_max_abs_logit_diff": reload_diff}
@@ -345,7 +351,7 @@ def compact_point(subject: LLMTask, recipe: Recipe, ffn: float) -> dict:
 
 def compact_markdown(compact: dict) -> list[str]:
     lat = compact["latency"]
-    md = [f"## Compact model ({compact['task']}, {compact['recipe']}, FFN {compact['ffn']:.0%})", "",
+    md = [f"## Compact model ({compact['task']}, {compact['arm']}, FFN {compact['ffn']:.0%})", "",
           f"parameters {compact['params']['dense']:,} -> {compact['params']['compact']:,}; "
           f"compact vs mask max |logit diff| {compact['compact_vs_mask_max_abs_logit_diff']:.2e}; "
           f"reloaded vs compact {compact['reload_max_abs_logit_diff']:.2e}", "",
@@ -360,7 +366,7 @@ def compact_markdown(compact: dict) -> list[str]:
 
 def timing_markdown(timing: dict) -> list[str]:
     md = ["## Time to prune (FFN 30%, seconds; attribution as first computed)", "",
-          "| recipe | attribution | plan | compact | total |", "|---|---|---|---|---|"]
+          "| arm | attribution | plan | compact | total |", "|---|---|---|---|---|"]
     md += [f"| {m} | {t['attribution']} | {t['plan']} | {t['compact']} | {t['total']} |" for m, t in timing.items()]
     return md + [""]
 
@@ -387,7 +393,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tasks", nargs="+", choices=tuple(PROMPT_TASKS), default=None,
                    help="tasks to prune (default: every task whose dense accuracy clears its majority share)")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
-                   help="criteria, each with its default recipe")
+                   help="criteria, each with its default arm")
     p.add_argument("--kinds", nargs="+", choices=KINDS, default=["ffn", "heads", "joint"],
                    help="unit kinds: ffn, heads (by KV group), joint (the same share of both, ranked together)")
     p.add_argument("--sparsities", nargs="+", type=float, default=[0.1, 0.2, 0.3, 0.5],
@@ -401,11 +407,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def write_results(out: Path, results: Results, recipes: list[Recipe], extra: dict, md_extra: list[str],
+def write_results(out: Path, results: Results, arms: list[Arm], extra: dict, md_extra: list[str],
                   config: dict) -> dict:
     """summary.json (rows without per-example lists), README.md and the plots."""
     rows = [r for r in results.rows.values() if r["kind"] != "compact"]
-    labels = {r.label for r in recipes}
+    labels = {r.label for r in arms}
     dense = [r for r in rows if r["kind"] == "dense"]
     swept = [r for r in rows if r["kind"] != "dense" and r["method"] in labels]
     summary = summary_rows(swept)
@@ -430,21 +436,21 @@ def main(argv=None) -> int:
     tasks = args.tasks or above_chance(results, subjects)
     print("pruning tasks:", ", ".join(tasks) or "none", flush=True)
     subjects = {n: subjects[n] for n in tasks}
-    recipes = [default_recipe(m) for m in args.methods]
-    sweep(subjects, recipes, args.kinds, args.sparsities, tuple(args.draws), results)
+    arms = [default_arm(m) for m in args.methods]
+    sweep(subjects, arms, args.kinds, args.sparsities, tuple(args.draws), results)
     extra, md = {}, []
     if subjects and "ig" in args.methods:
         first = next(iter(subjects.values()))
         key = f"compact/{first.name}/{args.compact_ffn}/{args.n_attr}"
         if results.get(key) is None:
-            results.add({"key": key, "kind": "compact", **compact_point(first, default_recipe("ig"), args.compact_ffn)})
+            results.add({"key": key, "kind": "compact", **compact_point(first, default_arm("ig"), args.compact_ffn)})
         extra["compact"] = results.get(key)
-        extra["prune_seconds"] = prune_seconds(first, recipes)
+        extra["prune_seconds"] = prune_seconds(first, arms)
         compared = contrasts([r for r in results.rows.values() if r["kind"] not in ("dense", "compact")], "ig",
-                             [r.label for r in recipes if r.label != "ig"])
+                             [r.label for r in arms if r.label != "ig"])
         extra["contrasts"] = compared
         md = timing_markdown(extra["prune_seconds"]) + contrast_markdown(compared, "IG minus each criterion") + \
             compact_markdown(extra["compact"])
-    write_results(args.out, results, recipes, extra, md, {k: str(v) for k, v in vars(args).items()})
+    write_results(args.out, results, arms, extra, md, {k: str(v) for k, v in vars(args).items()})
     return 0
 

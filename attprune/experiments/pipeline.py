@@ -28,11 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..attribution import Scores, attribute
+from ..attribution import Scores, attribute, input_means
 from ..compact import compact
-from ..io import atomic_path, json_digest
+from ..io import atomic_path, json_digest, tensors_digest
 from ..plan import Plan, make_plan
 from ..sites import UNIT_KINDS
 from .stats import Interval, mean_interval
@@ -161,6 +162,24 @@ def score(subject: Subject, method: str, *, n: int | None = 32, draw: int = 0, r
     return scores, seconds
 
 
+def site_means(subject: Subject, *, n: int = 32, draw: int = 0, cache: Path | None = None) -> dict[str, torch.Tensor]:
+    """Every site's mean input over attribution draw ``draw`` of ``n`` training rows
+    (``attprune.input_means``), cached in ``cache`` beside the scores: what compaction's
+    compensation folds into the biases."""
+    rows = attribution_rows(subject, n, draw)
+    path = None
+    if cache is not None:
+        path = Path(cache) / f"{subject.name}-means-{json_digest([subject.model_key, subject.name, rows])}.safetensors"
+        if path.is_file():
+            return load_file(str(path))
+    means = input_means(subject.model, subject.batches(rows))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            save_file({p: m.contiguous() for p, m in means.items()}, str(tmp))
+    return means
+
+
 def _keyed(settings: dict) -> dict:
     """The settings as they key the cache (a callable target by its name)."""
     return {k: getattr(v, "__name__", v) if callable(v) else v for k, v in settings.items()}
@@ -186,21 +205,26 @@ def pruned_copy(subject: Subject, plan: Plan, **compact_options) -> nn.Module:
     return compact(copy.deepcopy(subject.model), plan, **compact_options)
 
 
-def evaluate(subject: Subject, plan: Plan | None = None, *, cache: Path | None = None) -> Outcome:
+def evaluate(subject: Subject, plan: Plan | None = None, *, cache: Path | None = None,
+             compensate: dict[str, torch.Tensor] | None = None) -> Outcome:
     """The subject's test results of its model pruned by ``plan`` (None: the dense model),
-    measured on a compacted copy (equal to the masked model, and faster).  With ``cache`` (a
-    folder), results are stored there keyed by the model, the test examples and the plan, and
-    reused."""
+    measured on a compacted copy (equal to the masked model, and faster); ``compensate``: the
+    site input means whose removed part compaction folds into the biases (``attprune.compact``).
+    With ``cache`` (a folder), results are stored there keyed by the model, the test examples,
+    the plan and the means, and reused."""
     if plan is None and subject._dense is not None:
         return subject._dense
     path = None
     if cache is not None:
-        key = json_digest([subject.model_key, subject.test_key, None if plan is None else plan.to_dict()])
+        means = None if compensate is None else tensors_digest(sorted(compensate.items()))
+        key = json_digest([subject.model_key, subject.test_key, None if plan is None else plan.to_dict()]
+                          + ([means] if means else []))
         path = Path(cache) / f"{subject.name}-{key}.npz"
         outcome = Outcome.load(path)
     if path is None or outcome is None:
+        options = {} if compensate is None else {"compensate": compensate}
         with torch.no_grad():
-            outcome = subject.measure(subject.model if plan is None else pruned_copy(subject, plan))
+            outcome = subject.measure(subject.model if plan is None else pruned_copy(subject, plan, **options))
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             outcome.save(path)

@@ -1,0 +1,144 @@
+"""Which attribution recipe prunes a decoder LLM best: one factor at a time around today's
+recipe, for IG and for every other criterion the factor applies to, on SmolLM2-135M-Instruct's
+prompt tasks, with intervals over attribution draws and test prompts together.
+
+    python bench/experiments/llm_study.py                             # every factor, bench/results/llm/study/
+    python bench/experiments/llm_study.py --factors allocation aggregation --draws 0 1 2
+
+Today's recipe (``base_arms``): per-site IG from zero, 4 Gauss-Legendre nodes, the gold answer's
+log-probability, 32 training prompts; plans rank units by the mean |per-example score|,
+normalise each site by its mean and rank all sites of a kind together; no compensation.
+Factors (``FACTORS``), each varied alone:
+
+* allocation: ``normalize`` none / l2, ``scope="layer"`` (every criterion);
+* aggregation over examples: ``rank_by`` abs (|mean|) / rms (root mean square) (the criteria
+  with per-example scores: IG, Taylor);
+* objective: the answer's log-probability normalised over the task's answers, the margin over
+  the best wrong answer (the gradient criteria: IG, Taylor, fisher);
+* path start: the unit's mean activation over the attribution prompts (IG);
+* the path: all sites of a kind together (IG; from zero and from the mean);
+* attribution prompts: 8 / 128 (every criterion with data);
+* compensation: compaction folds the removed units' mean output into the bias (every criterion).
+
+Every variant is evaluated at ``--sparsities`` of FFN neurons (default 30% and 50%, where the
+targets are) on the same draws and prompts as its base, and compared with it by a paired
+two-level bootstrap (draws and prompts resampled together), per task and pooled over tasks.
+Scores, means and outcomes are cached and rows appended as they finish (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from ..models import load_smollm2
+from .llm_benchmark import (RESULTS, Arm, Results, above_chance, contrast_markdown, contrasts, default_arm,
+                            prune_seconds, subjects_for, sweep, timing_markdown, write_results)
+from .prompts import PROMPT_TASKS
+
+#: the criteria compared; random pruning is the floor
+CRITERIA = ("ig", "fisher", "grad_x_act", "wanda", "flap")
+GRADIENT = ("ig", "fisher", "grad_x_act")
+PER_EXAMPLE = ("ig", "grad_x_act")
+WITH_DATA = ("ig", "fisher", "grad_x_act", "wanda", "flap")
+
+
+def _plan(**options):
+    return lambda r: replace(r, plan=dict(r.plan, **options))
+
+
+def _settings(**options):
+    return lambda r: replace(r, settings=dict(r.settings, **options))
+
+
+#: factor -> (variant, the criteria it applies to, how it changes an arm)
+FACTORS = {
+    "allocation": (("normalize=none", CRITERIA, _plan(normalize="none")),
+                   ("normalize=l2", CRITERIA, _plan(normalize="l2")),
+                   ("scope=layer", CRITERIA, _plan(scope="layer"))),
+    "aggregation": (("rank_by=abs", PER_EXAMPLE, _plan(rank_by="abs")),
+                    ("rank_by=rms", PER_EXAMPLE, _plan(rank_by="rms"))),
+    "objective": (("target=normalized", GRADIENT, _settings(target="normalized")),
+                  ("target=margin", GRADIENT, _settings(target="margin"))),
+    "start": (("baseline=mean", ("ig",), _settings(baseline="mean")),),
+    "path": (("path=joint", ("ig",), _settings(path="joint")),
+             ("path=joint, baseline=mean", ("ig",), _settings(path="joint", baseline="mean"))),
+    "examples": (("n=8", WITH_DATA, lambda r: replace(r, n=8)),
+                 ("n=128", WITH_DATA, lambda r: replace(r, n=128))),
+    "compensation": (("compensate", CRITERIA, lambda r: replace(r, compensate=True)),),
+}
+
+
+def base_arms() -> list[Arm]:
+    return [default_arm(c) for c in CRITERIA] + [default_arm("random")]
+
+
+def variant_arms(factor: str) -> list[Arm]:
+    """The factor's variants of every criterion it applies to, labelled ``criterion [variant]``."""
+    out = []
+    for variant, criteria, change in FACTORS[factor]:
+        for arm in base_arms():
+            if arm.method in criteria:
+                out.append(replace(change(arm), label=f"{arm.label} [{variant}]"))
+    return out
+
+
+def factor_contrasts(rows: list[dict], factor: str) -> dict:
+    """Each variant against its criterion's base arm (paired over draws and prompts)."""
+    per_task, pooled = [], []
+    for arm in variant_arms(factor):
+        base = arm.label.split(" [")[0]
+        found = contrasts(rows, arm.label, [base])
+        per_task += found["per_task"]
+        pooled += found["pooled"]
+    return {"per_task": per_task, "pooled": pooled}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", nargs="+", choices=tuple(PROMPT_TASKS), default=None,
+                   help="tasks (default: every task whose dense accuracy clears its majority share)")
+    p.add_argument("--factors", nargs="+", choices=tuple(FACTORS), default=list(FACTORS),
+                   help="factors to vary, in this order (after the base arms)")
+    p.add_argument("--sparsities", nargs="+", type=float, default=[0.3, 0.5],
+                   help="FFN sparsities every variant is evaluated at")
+    p.add_argument("--draws", nargs="+", type=int, default=[0, 1, 2], help="attribution draws (seeds)")
+    p.add_argument("--max-test", type=int, default=300, help="test prompts per task")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads")
+    p.add_argument("--out", type=Path, default=RESULTS / "study", help="results folder")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    results = Results(args.out / "rows.jsonl")
+    model, tokenizer = load_smollm2()
+    subjects = subjects_for(model, tokenizer, args.tasks or PROMPT_TASKS, args.max_test, results)
+    tasks = args.tasks or above_chance(results, subjects)
+    subjects = {n: subjects[n] for n in tasks}
+    print("study tasks:", ", ".join(tasks) or "none", flush=True)
+    base = base_arms()
+    draws = tuple(args.draws)
+    sweep(subjects, base, ["ffn"], args.sparsities, draws, results)
+    arms = list(base)
+    md, extra = [], {"factors": {}}
+    for factor in args.factors:
+        variants = variant_arms(factor)
+        sweep(subjects, variants, ["ffn"], args.sparsities, draws, results)
+        arms += variants
+        rows = [r for r in results.rows.values() if r["kind"] == "ffn"]
+        found = factor_contrasts(rows, factor)
+        extra["factors"][factor] = found
+        md += contrast_markdown(found, f"Factor: {factor} (variant minus its criterion's base arm)")
+        write_results(args.out, results, arms, extra, md, {k: str(v) for k, v in vars(args).items()})
+    rows = [r for r in results.rows.values() if r["kind"] == "ffn"]
+    extra["criteria"] = contrasts(rows, "ig", [r.label for r in base if r.label != "ig"])
+    extra["prune_seconds"] = prune_seconds(next(iter(subjects.values())), arms) if subjects else {}
+    md = timing_markdown(extra["prune_seconds"]) + contrast_markdown(extra["criteria"], "Base arms: IG minus "
+                                                                     "each criterion") + md
+    write_results(args.out, results, arms, extra, md, {k: str(v) for k, v in vars(args).items()})
+    return 0
