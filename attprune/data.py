@@ -165,18 +165,24 @@ def _word_labels(enc, tags: list[list[int]]) -> torch.Tensor:
     return labels
 
 
-def chat_prompt(tokenizer, text: str, chat_template: bool = True) -> list[int]:
+def chat_prompt(tokenizer, text: str, prefill: str = "", *, chat_template: bool = True) -> list[int]:
     """The token ids of a prompt: ``text`` as the user's turn through the tokenizer's chat
-    template, ending with the assistant's generation prompt (``chat_template=False``: the text's
-    own tokens, without special tokens)."""
+    template, ending with the assistant's generation prompt and ``prefill`` (the start of the
+    assistant's reply); ``chat_template=False``: the text's own tokens (then the prefill's),
+    without special tokens."""
     if not chat_template:
-        return tokenizer(text, add_special_tokens=False).input_ids
+        return tokenizer(text + prefill, add_special_tokens=False).input_ids
+    return tokenizer(rendered_prompt(tokenizer, text) + prefill, add_special_tokens=False).input_ids
+
+
+def rendered_prompt(tokenizer, text: str) -> str:
+    """``text`` as the user's turn through the tokenizer's chat template, with the generation
+    prompt: the string ``chat_prompt`` tokenizes (before its prefill)."""
     if getattr(tokenizer, "chat_template", None) is None:
         raise InputError("the tokenizer has no chat template; pass chat_template=False (--no-chat-template) to "
                          "use the prompts as they are")
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                        tokenize=True)
-    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)  # newer tokenizers return a BatchEncoding
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                         tokenize=False)
 
 
 def answer_tokens(tokenizer, answer: str) -> list[int]:
@@ -249,7 +255,7 @@ def prompt_batches(rows: list[dict], tokenizer, *, prompt_column: str = "prompt"
     for column in (prompt_column, answer_column):
         if column not in rows[0]:
             raise InputError(f"no column {column!r} in the data; columns: {sorted(rows[0])}")
-    prompts = [chat_prompt(tokenizer, str(r[prompt_column]), chat_template) for r in rows]
+    prompts = [chat_prompt(tokenizer, str(r[prompt_column]), chat_template=chat_template) for r in rows]
     answers = [answer_tokens(tokenizer, r[answer_column]) for r in rows]
     if choices is None:
         distinct = list(dict.fromkeys(str(r[answer_column]) for r in rows))

@@ -20,7 +20,7 @@ import attprune
 from attprune.data import pad_id
 from attprune.errors import InputError
 from attprune.experiments.answers import answer_log_likelihoods
-from attprune.experiments.lm_eval import evaluate, exact_hflm, write_tasks
+from attprune.experiments.lm_eval import exact_hflm, run_tasks, write_tasks
 from attprune.experiments.pack import load_task
 from attprune.experiments.prompts import PROMPT_TASKS, answer_ids, encode_prompts
 
@@ -86,7 +86,7 @@ def test_lm_eval_log_likelihoods_equal_our_scorer(tmp_path, dtype, tolerance):
     tokenizer = chat_tokenizer()
     model = tiny_chat_lm(tokenizer, dtype)
     names = write_tasks(tokenizer, tmp_path, tasks=TASKS, max_examples=N, max_text_tokens=TEXT_TOKENS)
-    theirs = evaluate(model, tokenizer, names, tmp_path, batch_size=4)
+    theirs = run_tasks(model, tokenizer, names, tmp_path, batch_size=4)
     for task, name in zip(TASKS, names):
         ours, gold = our_scores(model, tokenizer, task)
         got = torch.tensor(theirs[name]["log_likelihoods"], dtype=torch.float64)
@@ -113,7 +113,7 @@ def test_a_context_lm_eval_would_cut_is_refused(tmp_path):
     model = tiny.causal_lm(vocab_size=len(tokenizer))  # 128 positions: the prompts are longer
     names = write_tasks(tokenizer, tmp_path, tasks=["mr"], max_examples=2)
     with pytest.raises(InputError, match="exceed lm-eval's max_length 128"):
-        evaluate(model, tokenizer, names, tmp_path)
+        run_tasks(model, tokenizer, names, tmp_path)
 
 
 def test_without_lm_eval_the_error_names_the_extra():
@@ -125,7 +125,7 @@ def test_without_lm_eval_the_error_names_the_extra():
         from attprune.errors import MissingDependencyError
         import attprune.experiments.lm_eval as module  # writing tasks needs no lm-eval
         try:
-            module.evaluate(None, None, ["attprune_mr"], ".")
+            module.run_tasks(None, None, ["attprune_mr"], ".")
         except MissingDependencyError as err:
             print(err)
     """)
@@ -144,7 +144,7 @@ def test_smollm2_lm_eval_log_likelihoods_equal_our_scorer(tmp_path):
 
     model, tokenizer = load_smollm2()  # float32
     names = write_tasks(tokenizer, tmp_path, tasks=["bbc"], max_examples=10)
-    theirs = evaluate(model, tokenizer, names, tmp_path)["attprune_bbc"]
+    theirs = run_tasks(model, tokenizer, names, tmp_path)["attprune_bbc"]
     ours, gold = our_scores(model, tokenizer, "bbc", n=10, max_text_tokens=64)
     assert any(len(a) > 1 for a in answer_ids(PROMPT_TASKS["bbc"], tokenizer))  # multi-token answers
     got = torch.tensor(theirs["log_likelihoods"], dtype=torch.float64)

@@ -1,5 +1,5 @@
 """Prompt tasks on a decoder LLM as pipeline subjects: a causal LM with one prompt task's
-encoded test prompts and held-out text windows for perplexity.
+encoded test prompts, its calibration prompts and held-out text windows for perplexity.
 
 >>> subject = LLMTask.of(model, tokenizer, "bbc", max_test=300)
 >>> scores, seconds = pipeline.score(subject, "ig", n=32, draw=0, units=("ffn",), steps=4)
@@ -36,6 +36,7 @@ class LLMTask(Subject):
     model: nn.Module
     tokenizer: object
     test: list[PromptExample]
+    calibration: list[PromptExample]  # the template's calibration prompts (training rows)
     windows: torch.Tensor            # [n, tokens] perplexity windows
     max_text_tokens: int
     model_key: str
@@ -43,16 +44,17 @@ class LLMTask(Subject):
 
     @classmethod
     def of(cls, model: nn.Module, tokenizer, name: str, *, max_test: int = 300, max_text_tokens: int = 64,
-           n_windows: int = 32, split: str = "test") -> "LLMTask":
+           n_windows: int = 16, split: str = "test") -> "LLMTask":
         """Encode ``max_test`` prompts of task ``name``'s ``split`` and ``n_windows`` text windows."""
         if name not in PROMPT_TASKS:
             raise InputError(f"unknown prompt task {name!r}; choose one of {', '.join(PROMPT_TASKS)}")
         template = PROMPT_TASKS[name]
-        test = encode_prompts(getattr(load_task(name), split)[:max_test], tokenizer, template, max_text_tokens)
+        test = encode_prompts(template.rows(split)[:max_test], tokenizer, template, max_text_tokens)
+        calibration = encode_prompts(template.calibration_rows(), tokenizer, template, max_text_tokens)
         windows = perplexity_windows(tokenizer, n_windows=n_windows)
-        test_key = json_digest([[e.prompt for e in test], [e.label for e in test], windows.tolist(),
-                                answer_ids(template, tokenizer)])
-        return cls(name, template, model, tokenizer, test, windows, max_text_tokens,
+        test_key = json_digest([[e.prompt for e in test], [e.label for e in test], [e.prompt for e in calibration],
+                                windows.tolist(), answer_ids(template, tokenizer)])
+        return cls(name, template, model, tokenizer, test, calibration, windows, max_text_tokens,
                    tensors_digest(model.named_parameters())[:16], test_key)
 
     @property
@@ -66,19 +68,20 @@ class LLMTask(Subject):
         return max(labels.count(k) for k in set(labels)) / len(labels)
 
     def train_rows(self) -> list[dict]:
-        return list(load_task(self.name).train)
+        return self.template.rows("train")
 
     def batches(self, rows: list[dict], *, labels: bool = True, batch_size: int = 4) -> list[dict]:
         examples = encode_prompts(rows, self.tokenizer, self.template, self.max_text_tokens)
         return attribution_batches(examples, self.tokenizer, self.template, batch_size)
 
     def measure(self, model: nn.Module) -> Outcome:
-        correct = accuracy_per_example(model, self.test, self.answers, pad_id(self.tokenizer))
+        correct = accuracy_per_example(model, self.test, self.answers, pad_id(self.tokenizer),
+                                       calibration=self.calibration)
         nll = window_nll(model, self.windows)
         return Outcome(np.asarray(correct), np.ones(len(correct), dtype=np.int64), nll.numpy())
 
 
-def perplexity_windows(tokenizer, window: int = 128, n_windows: int = 32) -> torch.Tensor:
+def perplexity_windows(tokenizer, window: int = 128, n_windows: int = 16) -> torch.Tensor:
     task, split = PERPLEXITY_TEXT
     return text_windows([r["text"] for r in getattr(load_task(task), split)], tokenizer, window, n_windows)
 

@@ -63,12 +63,12 @@ FACTORS = {
                     ("rank_by=rms", PER_EXAMPLE, _plan(rank_by="rms"))),
     "objective": (("target=normalized", GRADIENT, _settings(target="normalized")),
                   ("target=margin", GRADIENT, _settings(target="margin"))),
-    "start": (("baseline=mean", ("ig",), _settings(baseline="mean")),),
+    "compensation": (("compensate", CRITERIA, lambda r: replace(r, compensate=True)),),
     "path": (("path=joint", ("ig",), _settings(path="joint")),
              ("path=joint, baseline=mean", ("ig",), _settings(path="joint", baseline="mean"))),
+    "start": (("baseline=mean", ("ig",), _settings(baseline="mean")),),
     "examples": (("n=8", WITH_DATA, lambda r: replace(r, n=8)),
                  ("n=128", WITH_DATA, lambda r: replace(r, n=128))),
-    "compensation": (("compensate", CRITERIA, lambda r: replace(r, compensate=True)),),
 }
 
 

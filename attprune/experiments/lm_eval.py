@@ -3,12 +3,12 @@
 ``write_tasks`` writes one lm-eval task per prompt task: a JSONL of the prompts already
 rendered through the tokenizer's chat template (the exact string whose tokens are
 ``encode_prompts``' token ids) with their labels, and a YAML whose choices are the task's
-answer words; a group YAML holds them all.  ``evaluate`` runs ``lm_eval.simple_evaluate`` on
+answer words; a group YAML holds them all.  ``run_tasks`` runs ``lm_eval.simple_evaluate`` on
 a model instance (a pruned one, say) and returns per task the accuracy, the per-example
 correctness and lm-eval's log-likelihood of every answer.
 
 >>> names = write_tasks(tokenizer, "lm_tasks/", tasks=["bbc", "mr"], max_examples=300)
->>> evaluate(model, tokenizer, names, "lm_tasks/")["attprune_bbc"]["acc"]
+>>> run_tasks(model, tokenizer, names, "lm_tasks/")["attprune_bbc"]["acc"]
 
 The same tasks from lm-eval's command line, on a folder written by
 ``attprune.export(model, DIR, format="hf", tokenizer=tokenizer)``::
@@ -33,10 +33,9 @@ import copy
 import json
 from pathlib import Path
 
-from ..data import answer_tokens
+from ..data import answer_tokens, rendered_prompt
 from ..errors import InputError, missing_dependency
-from .pack import load_task
-from .prompts import PROMPT_TASKS, encode_prompts
+from .prompts import PROMPT_TASKS, encode_prompts, message
 
 #: lm-eval's name of the model class that scores our exact token sequences
 EXACT_MODEL = "hf-exact"
@@ -51,19 +50,13 @@ def task_name(name: str, split: str = "test") -> str:
     return f"attprune_{name}" if split == "test" else f"attprune_{name}_{split}"
 
 
-def rendered_prompt(tokenizer, message: str) -> str:
-    """``message`` as the user's turn through the chat template, with the generation prompt: the
-    string ``attprune.data.chat_prompt`` tokenizes."""
-    return tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True,
-                                         tokenize=False)
-
-
 def write_tasks(tokenizer, folder: str | Path, tasks=tuple(PROMPT_TASKS), split: str = "test",
                 max_examples: int | None = None, *, max_text_tokens: int = 64,
                 rows: dict[str, list[dict]] | None = None) -> list[str]:
     """Write lm-eval tasks for the prompt tasks ``tasks`` into ``folder``; returns their names.
 
-    Per task: ``<name>.jsonl`` (``prompt``: the chat-templated string, ``prompt_ids``: its token
+    Per task: ``<name>.jsonl`` (``prompt``: the chat-templated string and the assistant's
+    prefill, ``prompt_ids``: its token
     ids, ``label``) and ``<name>.yaml`` (multiple choice over the answer words, data path
     absolute); ``attprune_prompts.yaml`` groups them.  The rows are the pack's ``split`` (first
     ``max_examples``), or ``rows[name]`` where given; texts are cut to ``max_text_tokens``
@@ -81,16 +74,15 @@ def write_tasks(tokenizer, folder: str | Path, tasks=tuple(PROMPT_TASKS), split:
         template = PROMPT_TASKS[name]
         for answer in template.answers:
             answer_tokens(tokenizer, answer)  # refuses an answer of no tokens
-        data = list(rows[name] if rows is not None and name in rows else getattr(load_task(name), split))
+        data = list(rows[name] if rows is not None and name in rows else template.rows(split))
         data = data[:max_examples]
         if not data:
             raise InputError(f"no rows for the prompt task {name!r}")
         examples = encode_prompts(data, tokenizer, template, max_text_tokens)
         lines = []
         for row, example in zip(data, examples):
-            ids = tokenizer(row["text"], add_special_tokens=False).input_ids[:max_text_tokens]
-            text = tokenizer.decode(ids).strip()  # cut as encode_prompts cuts it
-            prompt = rendered_prompt(tokenizer, template.message(text))
+            user, prefill = message(template, row, tokenizer, max_text_tokens)  # cut as encode_prompts cuts it
+            prompt = rendered_prompt(tokenizer, user) + prefill
             if tokenizer(prompt, add_special_tokens=False).input_ids != example.prompt:
                 raise InputError(f"task {name!r}: the chat template's text does not re-encode to the prompt's token "
                                  f"ids, so lm-eval would score other tokens: {prompt[-120:]!r}")
@@ -108,7 +100,7 @@ def write_tasks(tokenizer, folder: str | Path, tasks=tuple(PROMPT_TASKS), split:
             "doc_to_text": "prompt",          # a column: the rendered prompt, verbatim
             "doc_to_choice": list(template.answers),
             "doc_to_target": "label",         # an index into the choices
-            "target_delimiter": "",           # the answer follows the generation prompt directly
+            "target_delimiter": "",           # the answer (with its leading space) follows the prefill directly
             "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
             "metadata": {"version": 1.0, "max_text_tokens": max_text_tokens, "pack_task": name, "split": split},
         }
@@ -159,7 +151,7 @@ def exact_hflm():
     return ExactHFLM
 
 
-def evaluate(model, tokenizer, tasks, folder: str | Path, exact: bool = True, batch_size: int = 8, *,
+def run_tasks(model, tokenizer, tasks, folder: str | Path, exact: bool = True, batch_size: int = 8, *,
              max_length: int | None = None, softmax_dtype=None, **options) -> dict[str, dict]:
     """Run lm-eval's ``simple_evaluate`` on ``model`` (an instance, on its own device) for the
     tasks ``write_tasks`` wrote into ``folder`` (lm-eval names, or the pack's task names).
