@@ -64,6 +64,63 @@ def test_accuracy_per_example_is_the_argmax_of_brute_force_log_likelihoods(build
         accuracy_per_example(model, [], answers, pad=0)
 
 
+@pytest.mark.parametrize("build", [llama, gpt2])
+def test_a_shared_prompt_prefix_runs_once_with_the_same_log_likelihoods(build):
+    """Prompts that share a system prompt and question: the prefix's KV cache serves every batch,
+    and every answer's log-likelihood equals the whole sequence's, alone and unpadded."""
+    model = build()
+    generator = torch.Generator().manual_seed(4)
+    vocab = model.config.vocab_size
+    shared = torch.randint(3, vocab, (6,), generator=generator).tolist()
+    examples = [PromptExample(shared + torch.randint(3, vocab, (n,), generator=generator).tolist(), 0)
+                for n in (1, 5, 3, 8, 2)] + [PromptExample(shared[:4], 0)]  # one prompt shorter than the prefix
+    answers = [[7], [11, 4], [9, 2, 13]]
+    calls = []
+    handle = model.register_forward_pre_hook(lambda m, a, k: calls.append(k["input_ids"].shape), with_kwargs=True)
+    try:
+        shared_pass = answer_log_likelihoods(model, examples, answers, pad=0, batch_size=4)
+    finally:
+        handle.remove()
+    assert calls[0] == (1, 3)  # the common prefix (less a token for the shortest prompt) once
+    plain = answer_log_likelihoods(model, examples, answers, pad=0, batch_size=4, share_prefix=False)
+    brute = torch.tensor([[_brute_force(model, e, a) for a in answers] for e in examples], dtype=torch.float64)
+    torch.testing.assert_close(shared_pass, brute, rtol=0, atol=1e-10)
+    torch.testing.assert_close(plain, brute, rtol=0, atol=1e-10)
+
+
+def test_calibration_divides_renormalised_answer_probabilities_by_their_mean():
+    model = llama()
+    generator = torch.Generator().manual_seed(5)
+    prompts = [torch.randint(3, 97, (n,), generator=generator).tolist() for n in (4, 6, 5, 7, 3, 8, 6, 5)]
+    examples = [PromptExample(p, i % 3) for i, p in enumerate(prompts[:6])]
+    calibration = [PromptExample(p, 0) for p in prompts[5:]]
+    answers = [[7], [11], [19]]
+    probs = torch.tensor([[_brute_force(model, e, a) for a in answers] for e in examples + calibration]).exp()
+    probs = probs / probs.sum(1, keepdim=True)
+    mean = probs[len(examples):].mean(0)
+    expected = ((probs[:len(examples)] / mean).argmax(1) == torch.tensor([e.label for e in examples])).int().tolist()
+    assert accuracy_per_example(model, examples, answers, pad=0, calibration=calibration) == expected
+    uncalibrated = (probs[:len(examples)].argmax(1) == torch.tensor([e.label for e in examples])).int().tolist()
+    assert accuracy_per_example(model, examples, answers, pad=0) == uncalibrated
+
+
+def test_noun_verb_rows_ask_about_one_noun_and_one_verb_per_sentence():
+    from attprune.experiments.pack import POS_TAGS
+    from attprune.experiments.prompts import noun_verb_rows
+
+    tag = {t: POS_TAGS.index(t) for t in ("NN", "VBZ", "DT", "VBD", "NNS", ".")}
+    sentences = [{"words": ["The", "cat", "chases", "the", "mouse", "."],
+                  "tags": [tag["DT"], tag["NN"], tag["VBZ"], tag["DT"], tag["NN"], tag["."]]},
+                 {"words": ["Dogs", "barked", "."], "tags": [tag["NNS"], tag["VBD"], tag["."]]},
+                 {"words": ["It", "is", "."], "tags": [tag["DT"], tag["VBZ"], tag["."]]}]  # no noun: skipped
+    rows = noun_verb_rows(sentences, seed=0)
+    assert len(rows) == 4 and sorted(r["label"] for r in rows) == [0, 0, 1, 1]
+    first = {r["label"]: r["word"] for r in rows[:2]}
+    assert first[0] in ("cat", "mouse") and first[1] == "chases"  # "The"/"the" repeat: never asked about
+    assert rows[0]["text"] == "The cat chases the mouse." and {r["word"] for r in rows[2:]} == {"Dogs", "barked"}
+    assert noun_verb_rows(sentences, seed=0) == rows
+
+
 def test_window_nll_is_the_models_own_loss():
     model = llama()
     windows = torch.randint(3, model.config.vocab_size, (3, 6), generator=torch.Generator().manual_seed(1))
@@ -127,7 +184,8 @@ def test_prompt_batches_label_exactly_the_gold_answer(smollm2):
     rows = [{"text": "Shares rose after the bank reported record profits.", "label": 0},
             {"text": "The striker scored twice in the cup final.", "label": 3}]
     examples = encode_prompts(rows, tokenizer, task)
-    assert tokenizer.decode(examples[0].prompt).endswith("<|im_start|>assistant\n")
+    assert tokenizer.decode(examples[0].prompt).endswith("<|im_start|>assistant\n" + task.prefill)
+    assert all(len(a) == 1 for a in answer_ids(task, tokenizer))  # one token per answer: exact answer-set targets
     (batch,) = attribution_batches(examples, tokenizer, task, batch_size=2)
     for row, example in enumerate(examples):
         labelled = batch["labels"][row] != IGNORE_INDEX
@@ -149,18 +207,20 @@ def test_smollm2_prompt_attribution_compacts_and_reloads(smollm2, tmp_path):
     assert scores.n_examples == 1 and len(scores.ffn) == 30 and len(scores.heads) == 30
     plan = attprune.make_plan(scores, ffn=0.2, heads=0.34)
     ids = batches[0]["input_ids"]
-    with torch.no_grad(), attprune.mask(model, plan):
-        masked = model(input_ids=ids).logits
     small = attprune.compact(copy.deepcopy(model), plan)
     attprune.save_pretrained(small, tmp_path / "small")
-    reloaded = attprune.from_pretrained(tmp_path / "small")
+    # compared in float64: in float32 a 30-layer model's logits differ by ~1e-4 from summation order alone
+    wide = copy.deepcopy(model).double()
+    with torch.no_grad(), attprune.mask(wide, plan):
+        masked = wide(input_ids=ids).logits
+    reloaded = attprune.from_pretrained(tmp_path / "small", torch_dtype=torch.float64)
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(input_ids=ids).logits, masked, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, masked, rtol=1e-9, atol=1e-9)
     assert sum(p.numel() for p in reloaded.parameters()) < sum(p.numel() for p in model.parameters())
 
 
 def test_unknown_prompt_task_is_refused_by_name():
     from attprune.experiments.llm import LLMTask
 
-    with pytest.raises(InputError, match="unknown prompt task 'nope'.*mr, tweets, bbc, hedge, spam"):
+    with pytest.raises(InputError, match="unknown prompt task 'nope'.*mr, bbc, nounverb, tweets, hedge, spam"):
         LLMTask.of(llama(), None, "nope")
