@@ -72,8 +72,17 @@ FACTORS = {
 }
 
 
+#: today's recipe, every setting pinned (the library's defaults may change; the study's base does not)
+TODAY_PLAN = {"scope": "global", "normalize": "layer", "rank_by": "mean_abs"}
+TODAY_SETTINGS = {"ig": {"steps": 4, "quadrature": "gausslegendre", "target": "label", "baseline": "zero",
+                         "path": "site"},
+                  "fisher": {"target": "label"}, "grad_x_act": {"target": "label"}}
+
+
 def base_arms() -> list[Arm]:
-    return [default_arm(c) for c in CRITERIA] + [default_arm("random")]
+    """Today's recipe for every criterion, and random pruning."""
+    return [replace(default_arm(c), settings=TODAY_SETTINGS.get(c, {}), plan=dict(TODAY_PLAN))
+            for c in (*CRITERIA, "random")]
 
 
 def variant_arms(factor: str) -> list[Arm]:

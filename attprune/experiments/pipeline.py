@@ -211,14 +211,14 @@ def evaluate(subject: Subject, plan: Plan | None = None, *, cache: Path | None =
     measured on a compacted copy (equal to the masked model, and faster); ``compensate``: the
     site input means whose removed part compaction folds into the biases (``attprune.compact``).
     With ``cache`` (a folder), results are stored there keyed by the model, the test examples,
-    the plan and the means, and reused."""
+    the units the plan keeps and the means, and reused."""
     if plan is None and subject._dense is not None:
         return subject._dense
     path = None
     if cache is not None:
         means = None if compensate is None else tensors_digest(sorted(compensate.items()))
-        key = json_digest([subject.model_key, subject.test_key, None if plan is None else plan.to_dict()]
-                          + ([means] if means else []))
+        kept = None if plan is None else {k: v for k, v in plan.to_dict().items() if k != "meta"}  # units decide
+        key = json_digest([subject.model_key, subject.test_key, kept] + ([means] if means else []))
         path = Path(cache) / f"{subject.name}-{key}.npz"
         outcome = Outcome.load(path)
     if path is None or outcome is None:
