@@ -20,6 +20,7 @@ import torch
 
 from .adaptation import AdaptConfig
 from .attribution import AttributionConfig
+from .attribution.recipes import RECIPE_FIELDS
 from .errors import AttpruneError, InputError
 from .models import PACKAGED, load_model
 from .settings import Settings, choices_of
@@ -55,6 +56,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls: type[Settings],
             group.add_argument(flag, dest=field.name, action="store_true", help=field.metadata["help"])
             continue
         shown = ",".join(default) if isinstance(default, tuple) else default
+        if default is None and field.name in RECIPE_FIELDS:
+            shown = "the recipe's"
         group.add_argument(flag, dest=field.name, default=argparse.SUPPRESS, type=_parser_for(field, hints[field.name]),
                            metavar=None if choices_of(field) or field.metadata.get("cli_choices")
                            else flag[2:].upper().replace("-", "_"),
@@ -171,14 +174,16 @@ def _add_prune_parser(sub) -> None:
                                                    "or the .safetensors file itself")
     p.add_argument("--ffn", type=float, default=0.0, help="fraction of FFN neurons to remove, in [0, 1)")
     p.add_argument("--heads", type=float, default=0.0, help="fraction of attention heads to remove, in [0, 1)")
-    p.add_argument("--scope", choices=SCOPES, default="global",
+    p.add_argument("--scope", choices=SCOPES, default=None,
                    help="global: rank all sites of a kind together; layer: remove the same fraction per site; "
-                        "uniform: the same shape in every layer (exports as a plain transformers config)")
-    p.add_argument("--normalize", choices=NORMALIZE, default="layer",
-                   help="global scope: divide each site's values by its mean |value| (layer) or L2 norm")
-    p.add_argument("--rank-by", choices=RANK_BY, default="mean_abs",
+                        "uniform: the same shape in every layer (exports as a plain transformers config) "
+                        "(default: the scores' recipe's)")
+    p.add_argument("--normalize", choices=NORMALIZE, default=None,
+                   help="global scope: divide each site's values by its mean |value| (layer) or L2 norm, or not "
+                        "(none) (default: the scores' recipe's)")
+    p.add_argument("--rank-by", choices=RANK_BY, default=None,
                    help="mean of |per-example score| (mean_abs), |signed mean| (abs), root mean square of the "
-                        "per-example scores (rms) or the signed mean")
+                        "per-example scores (rms) or the signed mean (default: the scores' recipe's)")
     p.add_argument("--round-to", type=int, default=1, help="keep per-site widths at multiples of this")
     p.add_argument("--min-keep", type=int, default=1, help="keep at least this many units per site (0: a site "
                                                            "may be removed whole)")
@@ -317,6 +322,7 @@ def _score(args) -> int:
     rows = _read_rows(args, args.data)  # before the model: fail fast on bad data
     check_writable(out)
     model, tokenizer = load_model(args.model, seed=config.seed, placement=_placement(args))
+    config = config.for_model(model)
     task = task_of(model) or "sequence"
     label_column = None if config.target == "prediction" and task == "sequence" else args.label_column
     batches = _batches_from(args, rows, tokenizer, getattr(model.config, "num_labels", None),

@@ -70,6 +70,8 @@ class Settings:
         for field in dataclasses.fields(self):
             allowed = choices_of(field)
             value = getattr(self, field.name)
+            if value is None and field.default is None:  # unset: a default chosen later (e.g. by a recipe)
+                continue
             if allowed is not None and value not in allowed:
                 raise InputError(f"unknown {field.name} {value!r}; choose one of {', '.join(map(str, allowed))}")
         self.check()

@@ -77,7 +77,7 @@ def attribute(model: nn.Module, batches: Iterable[dict] | None, config: Attribut
         ``Scores``: per site, the signed mean, mean of absolutes, spread and count of the
         per-example unit scores; ``scores.meta`` records the settings and the run.
     """
-    config = AttributionConfig.build(config, settings)
+    config = AttributionConfig.build(config, settings).for_model(model)
     sites = find_sites(model, config.units)
     devices.check_offload_layout(model)
     config = config.replace(backend=ops.resolve_backend(config.backend, devices.input_device(model),

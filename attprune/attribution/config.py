@@ -28,8 +28,13 @@ from .methods.base import METHODS, method_class
 from .methods.ig import BASELINES, PATHS
 from .objective import TARGET_ERROR, TARGETS
 from .quadrature import AUTO, QUADRATURES
+from .recipes import RECIPES, concerns, recipe_for, recipe_named
 from .tokens import CLI_POSITIONS, check_positions
 from ..ops.reference import REDUCTIONS
+
+
+#: the value of a recipe field for the methods that do not read it
+NEUTRAL = {"steps": AUTO, "quadrature": "gausslegendre", "baseline": "zero", "path": "site", "target": "label"}
 
 
 def _steps(text: str) -> int | str:
@@ -47,12 +52,13 @@ class AttributionConfig(Settings):
     method: str = option("ig", "attribution method", choices=lambda: tuple(METHODS))
     units: tuple[str, ...] = option(("ffn", "heads"), "unit kinds to score: ffn (intermediate neurons), heads "
                                     "(query heads); comma-separated on the command line", parse=_comma_list)
-    steps: int | str = option(AUTO, "quadrature nodes of the integration path (Captum's n_steps), or 'auto': per-site "
-                                     "IG starts at 4 nodes and doubles them for the sites and examples whose "
-                                     "completeness gap exceeds tolerance (conductance: 20 nodes)", parse=_steps)
-    quadrature: str = option("gausslegendre", "node rule of the path integral (Captum's method names)",
-                             choices=QUADRATURES)
-    target: Union[str, Callable] = option("label", "explain the gold label's log-probability, the model's own "
+    steps: int | str | None = option(None, "quadrature nodes of the integration path (Captum's n_steps), or 'auto': "
+                                            "per-site IG starts at 4 nodes and doubles them for the sites and examples "
+                                            "whose completeness gap exceeds tolerance (conductance: 20 nodes)",
+                                     parse=_steps)
+    quadrature: str | None = option(None, "node rule of the path integral (Captum's method names)",
+                                    choices=QUADRATURES)
+    target: Union[str, Callable, None] = option(None, "explain the gold label's log-probability, the model's own "
                                                    "prediction (no labels needed), the gold label's probability "
                                                    "(exp of 'label': the target token's softmax probability, the "
                                                    "joint one of several labelled tokens), the gold answer's "
@@ -61,10 +67,10 @@ class AttributionConfig(Settings):
                                                    "a causal LM reads the answers from each batch's 'choices'); in "
                                                    "Python also a callable (outputs, batch) -> Tensor[batch]",
                                           cli_choices=TARGETS)
-    baseline: str = option("zero", "ig: where each unit's path starts: zero (the unit off) or mean (its mean "
+    baseline: str | None = option(None, "ig: where each unit's path starts: zero (the unit off) or mean (its mean "
                                    "activation over the attribution data, computed in a first pass)",
                            choices=BASELINES)
-    path: str = option("site", "ig: one path per site (the layers above it run at every node: exact per-site "
+    path: str | None = option(None, "ig: one path per site (the layers above it run at every node: exact per-site "
                                "attribution), or joint: one path for all sites of a kind (every FFN site, or every "
                                "head site, scaled together: one pass of the model per node)", choices=PATHS)
     reduce_tokens: str = option("sum", "how per-token scores become one per example (over real tokens, or the "
@@ -91,12 +97,16 @@ class AttributionConfig(Settings):
     internal_batch_size: int | None = option(None, "interpolation rows (examples x nodes) per forward/backward "
                                                    "pass, as Captum's internal_batch_size; default: what fits "
                                                    "memory_budget", parse=int, flag="--rows-per-pass")
+    recipe: str | None = option(None, "the recipe that fills the settings left unset (steps, quadrature, target, "
+                                      "baseline, path; and make_plan's scope, normalize, rank_by): "
+                                      "attprune.attribution.recipes; default: the model kind's (causal LMs have "
+                                      "their own)", choices=lambda: tuple(RECIPES))
     memory_budget: int | str | None = option(None, "memory one pass may use (bytes or '8GB'); default: half the "
                                                    "free memory of the model's GPU, or a token budget on CPU",
                                              cli=False)
 
     #: fields that change how a run computes, not what it computes (beyond float rounding)
-    RUN_ONLY = ("backend", "internal_batch_size", "memory_budget")
+    RUN_ONLY = ("backend", "internal_batch_size", "memory_budget", "recipe")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", parse_dtype(self.dtype))
@@ -110,25 +120,37 @@ class AttributionConfig(Settings):
             raise InputError(f"units must be a tuple such as ('ffn', 'heads'), got the string {self.units!r}")
         if not self.units or any(u not in UNIT_KINDS for u in self.units):
             raise InputError(f"units must be a non-empty subset of {UNIT_KINDS}, got {self.units!r}")
-        if self.steps != AUTO:
+        if self.steps not in (AUTO, None):
             check_int("steps", self.steps)
         if not isinstance(self.tolerance, (int, float)) or isinstance(self.tolerance, bool) or self.tolerance <= 0:
             raise InputError(f"tolerance must be a number > 0, got {self.tolerance!r}")
         if self.internal_batch_size is not None:
             check_int("internal_batch_size", self.internal_batch_size)
-        if not callable(self.target) and self.target not in TARGETS:
+        if self.target is not None and not callable(self.target) and self.target not in TARGETS:
             raise InputError(TARGET_ERROR.format(target=self.target))
         check_positions(self.positions)
         if self.positions != "all" and not method_class(self.method).takes_positions:
             raise InputError(f"method={self.method!r} does not take positions (positions={self.positions!r}); "
                              "use positions='all', or a method that does (ig, conductance, grad_x_act, fisher, "
                              "activation)")
-        if (self.baseline, self.path) != ("zero", "site") and self.method != "ig":
+        if (self.baseline or "zero", self.path or "site") != ("zero", "site") and self.method != "ig":
             raise InputError(f"baseline={self.baseline!r} and path={self.path!r} set integrated gradients' path; "
                              f"method={self.method!r} has none (use the defaults 'zero' and 'site')")
         if self.memory_budget is not None:
             parse_memory(self.memory_budget)
         method_class(self.method).check(self)
+
+    def for_model(self, model) -> "AttributionConfig":
+        """The settings a run on ``model`` uses: every field left unset (None) filled from the
+        recipe (``recipe``, else the model kind's), for the methods the field concerns; the
+        recipe's name recorded in ``recipe``."""
+        recipe = recipe_named(self.recipe) if self.recipe else recipe_for(model)
+        filled = {name: value for name, value in recipe.attribution.items()
+                  if getattr(self, name) is None and concerns(name, self.method)}
+        resolved = self.replace(recipe=recipe.name, **filled)
+        # what the method does not read stays at its neutral value, so recorded settings compare across methods
+        neutral = {name: value for name, value in NEUTRAL.items() if getattr(resolved, name) is None}
+        return resolved.replace(**neutral) if neutral else resolved
 
     @classmethod
     def result_fields(cls) -> tuple[str, ...]:

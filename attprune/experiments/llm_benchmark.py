@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from ..attribution import Scores
+from ..attribution.recipes import CAUSAL_LM, PLAN_FIELDS, unset_fields
 from ..batches import padded
 from ..cache import cache_dir
 from ..compact import mask
@@ -77,8 +78,11 @@ class Arm:
     compensate: bool = False
 
     def key(self) -> str:
-        """A digest of everything that decides the arm's results (not its label)."""
+        """A digest of everything that decides the arm's results (not its label): its fields, and
+        the library's causal-LM recipe when the arm leaves a setting to it."""
         fields = [self.method, sorted(self.settings.items()), self.n, sorted(self.plan.items())]
+        if unset_fields(self.method, self.settings) or set(PLAN_FIELDS) - set(self.plan):
+            fields.append(CAUSAL_LM.name)
         return json_digest(fields + (["compensate"] if self.compensate else []))[:12]
 
     def draws(self, draws: tuple[int, ...]) -> tuple[int, ...]:
@@ -86,15 +90,13 @@ class Arm:
         return (0,) if self.method == "magnitude" else tuple(draws)
 
 
-#: IG at 4 Gauss-Legendre nodes: steps="auto" escalates SmolLM2's first layers to 64 nodes (bench/README.md)
-IG_SETTINGS = {"steps": 4, "quadrature": "gausslegendre"}
 METHODS = ("ig", "fisher", "grad_x_act", "activation", "wanda", "flap", "magnitude", "random")
 LABELS = {"grad_x_act": "taylor (grad_x_act)"}
 
 
 def default_arm(method: str) -> Arm:
-    """A criterion as attprune runs it by default on a causal LM."""
-    return Arm(LABELS.get(method, method), method, dict(IG_SETTINGS) if method == "ig" else {})
+    """A criterion as attprune runs it by default on a causal LM (the library's causal-LM recipe)."""
+    return Arm(LABELS.get(method, method), method)
 
 
 class Results:

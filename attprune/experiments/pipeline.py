@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..attribution import Scores, attribute, input_means
+from ..attribution import AttributionConfig, Scores, attribute, input_means
 from ..compact import compact
 from ..io import atomic_path, json_digest, tensors_digest
 from ..plan import Plan, make_plan
@@ -143,7 +143,7 @@ def score(subject: Subject, method: str, *, n: int | None = 32, draw: int = 0, r
     target = settings.get("target", "label")
     path = None
     if cache is not None:
-        key = json_digest([subject.model_key, subject.name, method, sorted(_keyed(settings).items()), rows])
+        key = json_digest([subject.model_key, subject.name, method, resolved_settings(subject, method, settings), rows])
         path = Path(cache) / f"{subject.name}-{method}-{key}.safetensors"
         cached = _cached_scores(path, units)
         if cached is not None:
@@ -180,9 +180,12 @@ def site_means(subject: Subject, *, n: int = 32, draw: int = 0, cache: Path | No
     return means
 
 
-def _keyed(settings: dict) -> dict:
-    """The settings as they key the cache (a callable target by its name)."""
-    return {k: getattr(v, "__name__", v) if callable(v) else v for k, v in settings.items()}
+def resolved_settings(subject: Subject, method: str, settings: dict) -> list:
+    """What decides a method's scores on the subject's model: the settings with the model kind's
+    recipe filling the rest (``AttributionConfig.for_model``), as they key the score cache (so a
+    setting given explicitly and the same value from the recipe share an entry)."""
+    config = AttributionConfig.build(None, dict(settings, method=method)).for_model(subject.model)
+    return sorted((k, v) for k, v in config.result_settings().items() if k != "units")
 
 
 def _cached_scores(path: Path, units: tuple[str, ...]) -> Scores | None:

@@ -36,6 +36,7 @@ import math
 
 import torch
 
+from ..attribution.recipes import plan_defaults
 from ..attribution.scores import Scores
 from ..errors import InputError
 from ..settings import check_int
@@ -142,19 +143,25 @@ def _uniform_group_size(values: dict[str, torch.Tensor], counts: dict[str, int],
     return min(totals, key=totals.get)
 
 
-def make_plan(scores: Scores, *, ffn: float = 0.0, heads: float = 0.0, scope: str = "global",
-              normalize: str = "layer", rank_by: str = "mean_abs", round_to: int | dict[str, int] = 1,
+def make_plan(scores: Scores, *, ffn: float = 0.0, heads: float = 0.0, scope: str | None = None,
+              normalize: str | None = None, rank_by: str | None = None, round_to: int | dict[str, int] = 1,
               min_keep: int = 1, kv_heads: dict[str, int] | None = None) -> Plan:
     """Turn scores into a plan that removes the fraction ``ffn`` of FFN neurons and
     ``heads`` of attention heads (see the module docstring for every option).
 
     >>> plan = attprune.make_plan(scores, ffn=0.5, heads=0.25, scope="global", normalize="layer")
 
+    ``scope``, ``normalize``, ``rank_by`` left unset: the scores' recipe's
+    (``attprune.attribution.recipes``: ``scores.meta["recipe"]``), recorded in ``plan.meta``.
+
     ``kv_heads``: key/value heads per attention site, for grouped-KV models (taken from the
     scores' metadata when attribution recorded them).
     """
     _check_fraction("ffn", ffn)
     _check_fraction("heads", heads)
+    defaults = plan_defaults(scores.meta)
+    scope, normalize, rank_by = (defaults[k] if v is None else v for k, v in
+                                 (("scope", scope), ("normalize", normalize), ("rank_by", rank_by)))
     for name, value, allowed in (("scope", scope, SCOPES), ("normalize", normalize, NORMALIZE),
                                  ("rank_by", rank_by, RANK_BY)):
         if value not in allowed:
@@ -184,5 +191,6 @@ def make_plan(scores: Scores, *, ffn: float = 0.0, heads: float = 0.0, scope: st
                 else _top(v, counts[path])
     sizes = {p: s.sum.numel() for p, s in scores.sites.items()}
     meta = dict(ffn=ffn, heads=heads, scope=scope, normalize=normalize, rank_by=rank_by, round_to=round_to,
-                min_keep=min_keep, method=scores.meta.get("method"), model_class=scores.meta.get("model_class"))
+                min_keep=min_keep, method=scores.meta.get("method"), model_class=scores.meta.get("model_class"),
+                recipe=scores.meta.get("recipe"))
     return Plan(kept[FFN], kept[HEADS], sizes, meta)

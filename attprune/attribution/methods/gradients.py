@@ -136,7 +136,8 @@ class Conductance(Method):
 
     @classmethod
     def check(cls, config) -> None:
-        quadrature(config.quadrature, cls._steps(config) + 1)
+        if config.quadrature is not None and config.steps is not None:  # unset: checked once the recipe fills them
+            quadrature(config.quadrature, cls._steps(config) + 1)
 
     def nodes(self):
         return quadrature(self.config.quadrature, self._steps(self.config) + 1)

@@ -88,7 +88,8 @@ class IntegratedGradients(Method):
 
     @classmethod
     def check(cls, config) -> None:
-        quadrature(config.quadrature, _first_steps(config))  # refuses a rule / count that does not exist
+        if config.quadrature is not None and config.steps is not None:  # unset: checked once the recipe fills them
+            quadrature(config.quadrature, _first_steps(config))  # refuses a rule / count that does not exist
 
     def nodes(self) -> tuple[list[float], list[float]]:
         return quadrature(self.config.quadrature, _first_steps(self.config))
