@@ -240,10 +240,6 @@ def _interval(d: dict) -> Interval:
     return Interval(d["value"], d["low"], d["high"])
 
 
-def _points(d: dict) -> str:
-    return f"{100 * d['value']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
-
-
 def dense_markdown(dense: list[dict]) -> list[str]:
     md = ["## Dense", "", "| task | accuracy [95% CI] | majority share | clears it by 10 points (interval) |",
           "|---|---|---|---|"]
@@ -276,16 +272,8 @@ def sweep_markdown(summary: list[dict]) -> list[str]:
 
 
 def contrast_markdown(found: dict, title: str) -> list[str]:
-    md = [f"## {title}", "", "Pooled over tasks (each task resampled on its own):", "",
-          "| kind | sparsity | first | second | first - second, points [95% CI] | verdict | tasks |",
-          "|---|---|---|---|---|---|---|"]
-    md += [f"| {c['kind']} | {c['sparsity']:.0%} | {c['first']} | {c['second']} | {_points(c['difference'])} | "
-           f"{c['verdict']} | {c['tasks']} |" for c in found["pooled"]]
-    md += ["", "Per task:", "", "| task | kind | sparsity | first | second | first - second [95% CI] | verdict |",
-           "|---|---|---|---|---|---|---|"]
-    md += [f"| {c['task']} | {c['kind']} | {c['sparsity']:.0%} | {c['first']} | {c['second']} | "
-           f"{_points(c['difference'])} | {c['verdict']} |" for c in found["per_task"]]
-    return md + [""]
+    """``contrasts`` as tables (the differences in points, intervals over draws and prompts)."""
+    return report.contrast_markdown(found, title, by=("kind",))
 
 
 def plot(summary: list[dict], dense: list[dict], out: Path, prefix: str = "") -> None:

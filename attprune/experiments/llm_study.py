@@ -5,20 +5,21 @@ prompt tasks, with intervals over attribution draws and test prompts together.
     python bench/experiments/llm_study.py                             # every factor, bench/results/llm/study/
     python bench/experiments/llm_study.py --factors allocation aggregation --draws 0 1 2
 
-Today's recipe (``base_arms``): per-site IG from zero, 4 Gauss-Legendre nodes, the gold answer's
-log-probability, 32 training prompts; plans rank units by the mean |per-example score|,
-normalise each site by its mean and rank all sites of a kind together; no compensation.
-Factors (``FACTORS``), each varied alone:
+Today's recipe (``base_arms``, every setting pinned in ``TODAY_SETTINGS`` / ``TODAY_PLAN``):
+per-site IG from zero, 4 Gauss-Legendre nodes, the gold answer's log-probability, 32
+training prompts; plans rank units by the mean |per-example score|, normalise each site by
+its mean and rank all sites of a kind together; no compensation.  Factors (``FACTORS``),
+each varied alone:
 
 * allocation: ``normalize`` none / l2, ``scope="layer"`` (every criterion);
 * aggregation over examples: ``rank_by`` abs (|mean|) / rms (root mean square) (the criteria
   with per-example scores: IG, Taylor);
 * objective: the answer's log-probability normalised over the task's answers, the margin over
   the best wrong answer (the gradient criteria: IG, Taylor, fisher);
-* path start: the unit's mean activation over the attribution prompts (IG);
+* compensation: compaction folds the removed units' mean output into the bias (every criterion);
 * the path: all sites of a kind together (IG; from zero and from the mean);
-* attribution prompts: 8 / 128 (every criterion with data);
-* compensation: compaction folds the removed units' mean output into the bias (every criterion).
+* path start: the unit's mean activation over the attribution prompts (IG);
+* attribution prompts: 8 / 128 (every criterion with data).
 
 Every variant is evaluated at ``--sparsities`` of FFN neurons (default 30% and 50%, where the
 targets are) on the same draws and prompts as its base, and compared with it by a paired

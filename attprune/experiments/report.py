@@ -131,17 +131,23 @@ def write(out_dir: Path, name: str, payload: dict, markdown: str) -> None:
         tmp.write_text(markdown + "\n")
 
 
-def contrast_markdown(found: dict) -> list[str]:
-    """The pooled and per-task contrasts as two tables."""
-    md = ["## Paired differences (95% bootstrap over the same test examples, draws averaged)", "",
-          "Mean over tasks (stratified bootstrap):", "",
-          "| first | second | sparsity | first - second [95% CI] | verdict | tasks |", "|---|---|---|---|---|---|"]
-    md += [f"| {c['first']} | {c['second']} | {c['sparsity']:.0%} | {_interval_text(c['difference'])} | "
-           f"{c['verdict']} | {c['tasks']} |" for c in found["pooled"]]
-    md += ["", "Per task:", "", "| task | first | second | sparsity | first - second [95% CI] | verdict |",
-           "|---|---|---|---|---|---|"]
-    md += [f"| {c['task']} | {c['first']} | {c['second']} | {c['sparsity']:.0%} | "
-           f"{_interval_text(c['difference'])} | {c['verdict']} |" for c in found["per_task"]]
+def contrast_markdown(found: dict, title: str = "Paired differences (95% bootstrap over the same test examples, "
+                                               "draws averaged)", by: tuple[str, ...] = ()) -> list[str]:
+    """The pooled and per-task contrasts (``stats.contrasts``, ``llm_benchmark.contrasts``) as two
+    tables; ``by``: the fields shown before the pair (e.g. ``("kind",)``)."""
+    lead = "".join(f"| {b} " for b in by)
+
+    def cells(c: dict) -> str:
+        return "".join(f"| {c[b]} " for b in by) + f"| {c['first']} | {c['second']} | {c['sparsity']:.0%} | " \
+            f"{_interval_text(c['difference'])} | {c['verdict']}"
+
+    md = [f"## {title}", "", "Mean over tasks (stratified bootstrap: each task resampled on its own):", "",
+          f"{lead}| first | second | sparsity | first - second [95% CI] | verdict | tasks |",
+          "|---" * (len(by) + 6) + "|"]
+    md += [f"{cells(c)} | {c['tasks']} |" for c in found["pooled"]]
+    md += ["", "Per task:", "", f"| task {lead}| first | second | sparsity | first - second [95% CI] | verdict |",
+           "|---" * (len(by) + 6) + "|"]
+    md += [f"| {c['task']} {cells(c)} |" for c in found["per_task"]]
     return md + [""]
 
 
