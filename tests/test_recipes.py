@@ -171,3 +171,33 @@ def test_prompt_labels_mark_only_the_answer():
     (batch,) = _answer_batches(tiny.llama(), rows=2)
     labelled = (batch["labels"] != IGNORE_INDEX).sum(1)
     assert labelled.tolist() == [2, 3]  # the gold answers' token counts
+
+
+def test_the_model_kind_chooses_the_recipe_and_explicit_settings_win(monkeypatch):
+    from dataclasses import replace
+
+    from attprune.attribution import recipes
+
+    # a causal-LM recipe unlike the encoders', so that which one ran is visible
+    other = replace(recipes.CAUSAL_LM, attribution=dict(recipes.CAUSAL_LM.attribution, steps=3, baseline="mean"),
+                    plan=dict(recipes.CAUSAL_LM.plan, normalize="none", rank_by="rms"))
+    monkeypatch.setattr(recipes, "CAUSAL_LM", other)
+    monkeypatch.setitem(recipes.RECIPES, other.name, other)
+    llm, encoder = tiny.llama(), tiny.bert_cls()
+    scores = attprune.attribute(llm, _batches(llm), units=("ffn",), progress=False)
+    assert scores.meta["recipe"] == other.name and scores.meta["steps"] == 3 and scores.meta["baseline"] == "mean"
+    plan = attprune.make_plan(scores, ffn=0.3)
+    assert (plan.meta["recipe"], plan.meta["normalize"], plan.meta["rank_by"]) == (other.name, "none", "rms")
+    assert attprune.make_plan(scores, ffn=0.3, normalize="layer").meta["normalize"] == "layer"  # given: it wins
+    explicit = attprune.attribute(llm, _batches(llm), units=("ffn",), steps=2, baseline="zero", progress=False)
+    assert (explicit.meta["steps"], explicit.meta["baseline"]) == (2, "zero")
+    plain = attprune.attribute(encoder, [tiny.batch_for(encoder)], units=("ffn",), progress=False)
+    assert plain.meta["recipe"] == recipes.ENCODER.name and plain.meta["steps"] == "auto"
+    assert attprune.make_plan(plain, ffn=0.3).meta["normalize"] == "layer"
+    forced = attprune.attribute(encoder, [tiny.batch_for(encoder)], units=("ffn",), recipe=other.name, progress=False)
+    assert forced.meta["recipe"] == other.name and forced.meta["steps"] == 3
+    # a recipe field a method does not read keeps its neutral value (fisher has no path)
+    fisher = attprune.attribute(llm, _batches(llm), method="fisher", progress=False)
+    assert fisher.meta["baseline"] == "zero" and fisher.meta["recipe"] == other.name
+    with pytest.raises(InputError, match="unknown recipe"):
+        attprune.AttributionConfig(recipe="nope")

@@ -16,6 +16,7 @@ import hashlib
 import json
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -205,6 +206,13 @@ def load_or_train(config: TrainConfig = TrainConfig(), progress: bool = True) ->
         report = json.loads((folder / "report.json").read_text())
         return MultiTask(model.eval(), AutoTokenizer.from_pretrained(folder / "encoder"), config, report)
     mt = train(config, progress=progress)
+    if mt.report["stopped_at_budget"]:
+        # a busy machine stopped training early: another model than the configuration names, so it is
+        # not cached under that configuration (the next run trains it again)
+        warnings.warn(f"multi-task training stopped at its {config.budget_seconds:.0f} s budget after "
+                      f"{mt.report['steps']} steps; the model is used once and not cached (results from it are not "
+                      "the benchmark's: rerun on a less busy machine)", RuntimeWarning, stacklevel=2)
+        return mt
     save(mt)
     return mt
 
