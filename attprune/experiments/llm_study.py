@@ -119,6 +119,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-test", type=int, default=300, help="test prompts per task")
     p.add_argument("--threads", type=int, default=2, help="CPU threads")
     p.add_argument("--out", type=Path, default=RESULTS / "study", help="results folder")
+    p.add_argument("--report-only", action="store_true",
+                   help="measure nothing: write the tables from the rows already in --out")
     return p.parse_args(argv)
 
 
@@ -132,14 +134,12 @@ def main(argv=None) -> int:
     subjects = {n: subjects[n] for n in tasks}
     print("study tasks:", ", ".join(tasks) or "none", flush=True)
     base = base_arms()
-    draws = tuple(args.draws)
-    sweep(subjects, base, ["ffn"], args.sparsities, draws, results)
-    arms = list(base)
+    arms = base + [arm for factor in args.factors for arm in variant_arms(factor)]
+    if not args.report_only:
+        # draw by draw, every arm: a study stopped early has whole draws of every factor
+        sweep(subjects, arms, ["ffn"], args.sparsities, tuple(args.draws), results)
     md, extra = [], {"factors": {}}
     for factor in args.factors:
-        variants = variant_arms(factor)
-        sweep(subjects, variants, ["ffn"], args.sparsities, draws, results)
-        arms += variants
         rows = [r for r in results.rows.values() if r["kind"] == "ffn"]
         found = factor_contrasts(rows, factor)
         extra["factors"][factor] = found
