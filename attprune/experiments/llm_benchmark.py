@@ -189,11 +189,31 @@ def sweep(subjects: dict[str, LLMTask], arms: list[Arm], kinds, sparsities, draw
 
 # -- results -------------------------------------------------------------------------------
 
-def matrix(rows: list[dict], task: str, kind: str, method: str, sparsity: float) -> np.ndarray | None:
-    """The [draws, prompts] correctness of one (task, kind, method, sparsity), draws in order."""
+def matrix(rows: list[dict], task: str, kind: str, method: str, sparsity: float,
+           draws: set[int] | None = None) -> np.ndarray | None:
+    """The [draws, prompts] correctness of one (task, kind, method, sparsity), draws in order
+    (only ``draws`` when given)."""
     found = sorted((r for r in rows if r.get("kind") == kind and r["task"] == task and r["method"] == method
-                    and r["sparsity"] == sparsity), key=lambda r: r["draw"])
+                    and r["sparsity"] == sparsity and (draws is None or r["draw"] in draws)),
+                   key=lambda r: r["draw"])
     return np.array([r["correct"] for r in found], dtype=np.float64) if found else None
+
+
+def draws_of(rows: list[dict], task: str, kind: str, method: str, sparsity: float) -> set[int]:
+    return {r["draw"] for r in rows if r.get("kind") == kind and r["task"] == task and r["method"] == method
+            and r["sparsity"] == sparsity}
+
+
+def paired_matrices(rows, task, kind, first, other, sparsity) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both methods' correctness on the draws both have (a method with one draw, e.g. magnitude
+    or random, is paired with every draw of the other); None when they share none."""
+    a, b = draws_of(rows, task, kind, first, sparsity), draws_of(rows, task, kind, other, sparsity)
+    if not a or not b:
+        return None
+    common = a & b if len(a) > 1 and len(b) > 1 else None
+    if common is not None and not common:
+        return None
+    return matrix(rows, task, kind, first, sparsity, common), matrix(rows, task, kind, other, sparsity, common)
 
 
 def summary_rows(rows: list[dict]) -> list[dict]:
@@ -222,12 +242,14 @@ def contrasts(rows: list[dict], first: str, versus: list[str]) -> dict:
         for kind, s in points:
             diffs = []
             for task in tasks:
-                a, b = matrix(rows, task, kind, first, s), matrix(rows, task, kind, other, s)
-                if a is None or b is None or (a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0])):
+                pair = paired_matrices(rows, task, kind, first, other, s)
+                if pair is None:
                     continue
+                a, b = pair
                 difference = paired_draws(a, b)
                 diffs.append(a - b)
                 per_task.append({"task": task, "kind": kind, "sparsity": s, "first": first, "second": other,
+                                 "draws": max(a.shape[0], b.shape[0]),
                                  "difference": difference.to_dict(), "verdict": verdict(difference)})
             if diffs:
                 difference = pooled_draws(diffs)
