@@ -128,6 +128,9 @@ def _add_data_arguments(p) -> None:
                    help="an instruct LLM's task: the column holding each prompt (with --answer-column); the prompt "
                         "goes through the tokenizer's chat template and attribution explains the answer tokens only")
     p.add_argument("--answer-column", default="answer", help="with --prompt-column: the column holding the answer")
+    p.add_argument("--prefill-column", default=None,
+                   help="with --prompt-column: the column holding the start of the assistant's reply, put after the "
+                        "chat template and before the answer (e.g. 'The sentiment of this review is')")
     p.add_argument("--no-chat-template", action="store_true",
                    help="with --prompt-column: use each prompt's own tokens, not the chat template")
     p.add_argument("--choices", default=None,
@@ -304,7 +307,8 @@ def _batches_from(args, rows: list[dict], tokenizer, num_labels, label2id, *, la
             raise InputError(f"--prompt-column describes an instruct LLM's task; this model is not a causal LM ({task})")
         choices = [c.strip() for c in args.choices.split(",")] if args.choices else None
         return prompt_batches(rows, tokenizer, prompt_column=args.prompt_column, answer_column=args.answer_column,
-                              chat_template=not args.no_chat_template, batch_size=args.batch_size, choices=choices)
+                              chat_template=not args.no_chat_template, batch_size=args.batch_size, choices=choices,
+                              prefill_column=args.prefill_column)
 
     return text_batches(rows, tokenizer, task=task, text_column=args.text_column,
                         label_column=label_column, text_pair_column=args.text_pair_column,

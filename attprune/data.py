@@ -240,9 +240,12 @@ def answer_batches(prompts: list[list[int]], answers: list[list[int]], pad: int,
 
 
 def prompt_batches(rows: list[dict], tokenizer, *, prompt_column: str = "prompt", answer_column: str = "answer",
-                   chat_template: bool = True, batch_size: int = 8, choices: list[str] | None = None) -> list[dict]:
+                   chat_template: bool = True, batch_size: int = 8, choices: list[str] | None = None,
+                   prefill_column: str | None = None) -> list[dict]:
     """An instruct LLM's task as batches: each row's prompt through the chat template (unless
-    ``chat_template=False``), then its answer; ``labels`` on the answer tokens only.
+    ``chat_template=False``), then its prefill (``prefill_column``: the start of the
+    assistant's reply, e.g. "The sentiment of this review is"), then its answer; ``labels`` on
+    the answer tokens only.
     ``choices``: the task's possible answers (default: the distinct answers of the rows, when
     there are 2 to 20 and their first tokens differ), for the ``"normalized"`` / ``"margin"``
     targets.
@@ -252,10 +255,11 @@ def prompt_batches(rows: list[dict], tokenizer, *, prompt_column: str = "prompt"
     """
     if not rows:
         raise InputError("no examples to tokenize")
-    for column in (prompt_column, answer_column):
-        if column not in rows[0]:
+    for column in (prompt_column, answer_column, prefill_column):
+        if column is not None and column not in rows[0]:
             raise InputError(f"no column {column!r} in the data; columns: {sorted(rows[0])}")
-    prompts = [chat_prompt(tokenizer, str(r[prompt_column]), chat_template=chat_template) for r in rows]
+    prompts = [chat_prompt(tokenizer, str(r[prompt_column]), str(r[prefill_column]) if prefill_column else "",
+                           chat_template=chat_template) for r in rows]
     answers = [answer_tokens(tokenizer, r[answer_column]) for r in rows]
     if choices is None:
         distinct = list(dict.fromkeys(str(r[answer_column]) for r in rows))

@@ -48,6 +48,36 @@ def test_prompt_batches_label_only_the_answer_after_the_chat_template(llm_folder
     assert plain[0]["input_ids"][0].tolist()[:3] == tokenizer(ROWS[0]["question"], add_special_tokens=False).input_ids[:3]
 
 
+def test_a_prefill_goes_between_the_chat_template_and_the_answer(llm_folder):
+    _, _, tokenizer, _ = llm_folder
+    rows = [dict(r, start="The answer is ") for r in ROWS]
+    (batch,) = prompt_batches(rows, tokenizer, prompt_column="question", answer_column="reply", batch_size=4,
+                              prefill_column="start")
+    for row, ids, example in zip(batch["labels"], batch["input_ids"], rows):
+        prompt = chat_prompt(tokenizer, example["question"], example["start"])
+        assert tokenizer.decode(prompt).endswith("<s>assistant\nThe answer is ")
+        assert ids[:len(prompt)].tolist() == prompt
+        assert (row != IGNORE_INDEX).nonzero().min() == len(prompt)
+    with pytest.raises(attprune.InputError, match="no column 'nope'"):
+        prompt_batches(rows, tokenizer, prompt_column="question", answer_column="reply", prefill_column="nope")
+
+
+def test_score_reads_the_prefill_column(llm_folder, tmp_path):
+    folder, model, tokenizer, _ = llm_folder
+    rows = [dict(r, start="The answer is ") for r in ROWS]
+    data = tmp_path / "task.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["score", "--model", str(folder), "--data", str(data), "--prompt-column", "question",
+                 "--answer-column", "reply", "--prefill-column", "start", "--method", "grad_x_act", "--units", "ffn",
+                 "--no-progress", "--out", str(tmp_path / "scores")]) == 0
+    scores = attprune.Scores.load(tmp_path / "scores" / "scores.safetensors")
+    expected = attprune.attribute(model, prompt_batches(rows, tokenizer, prompt_column="question", answer_column="reply",
+                                                        prefill_column="start", batch_size=16),
+                                  method="grad_x_act", units=("ffn",), progress=False)
+    for path, site in expected.sites.items():
+        torch.testing.assert_close(scores.sites[path].sum, site.sum, rtol=1e-5, atol=1e-7)
+
+
 def test_prompts_to_scores_to_a_gguf_file_that_llama_cpp_runs(llm_folder, tmp_path, capsys):
     llama_cpp = pytest.importorskip("llama_cpp")
     folder, model, tokenizer, data = llm_folder

@@ -177,7 +177,7 @@ def test_auto_steps_check_completeness_at_the_chosen_positions():
     model = tiny.llama()
     batch = llama_batch(model)
     chosen = random_positions(batch)
-    scores = attprune.attribute(model, [batch], positions=lambda b: chosen, progress=False)
+    scores = attprune.attribute(model, [batch], positions=lambda b: chosen, steps="auto", progress=False)
     for path, gaps in scores.meta["completeness"].items():
         assert gaps["max_gap"] <= 1e-2, (path, gaps)
     # the same, computed here rather than read from the run's own record: the per-example gaps are

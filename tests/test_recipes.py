@@ -55,7 +55,7 @@ def test_joint_path_auto_steps_complete_the_kind_as_a_whole():
     """steps='auto': the scores of all sites of a kind sum to F(x) - F(every site at its start)."""
     model = tiny.llama()
     batch = tiny.batch_for(model)
-    scores = attprune.attribute(model, [batch], path="joint", tolerance=1e-6, progress=False)
+    scores = attprune.attribute(model, [batch], path="joint", steps="auto", tolerance=1e-6, progress=False)
     for kind in ("ffn", "heads"):
         sites = attprune.find_sites(model, units=(kind,))
         handles = [model.get_submodule(s.path).register_forward_pre_hook(

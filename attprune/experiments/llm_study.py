@@ -86,12 +86,13 @@ def base_arms() -> list[Arm]:
             for c in (*CRITERIA, "random")]
 
 
-def variant_arms(factor: str) -> list[Arm]:
-    """The factor's variants of every criterion it applies to, labelled ``criterion [variant]``."""
+def variant_arms(factor: str, only: tuple[str, ...] = CRITERIA) -> list[Arm]:
+    """The factor's variants of every criterion it applies to (of ``only``), labelled
+    ``criterion [variant]``."""
     out = []
     for variant, criteria, change in FACTORS[factor]:
         for arm in base_arms():
-            if arm.method in criteria:
+            if arm.method in criteria and arm.method in only:
                 out.append(replace(change(arm), label=f"{arm.label} [{variant}]"))
     return out
 
@@ -111,8 +112,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="+", choices=tuple(PROMPT_TASKS), default=None,
                    help="tasks (default: every task whose dense accuracy clears its majority share)")
-    p.add_argument("--factors", nargs="+", choices=tuple(FACTORS), default=list(FACTORS),
+    p.add_argument("--factors", nargs="*", choices=tuple(FACTORS), default=list(FACTORS),
                    help="factors to vary, in this order (after the base arms)")
+    p.add_argument("--criteria", nargs="+", choices=CRITERIA, default=list(CRITERIA),
+                   help="the criteria whose variants are measured (every base arm is measured)")
     p.add_argument("--sparsities", nargs="+", type=float, default=[0.3, 0.5],
                    help="FFN sparsities every variant is evaluated at")
     p.add_argument("--draws", nargs="+", type=int, default=[0, 1, 2], help="attribution draws (seeds)")
@@ -134,8 +137,11 @@ def main(argv=None) -> int:
     subjects = {n: subjects[n] for n in tasks}
     print("study tasks:", ", ".join(tasks) or "none", flush=True)
     base = base_arms()
-    arms = base + [arm for factor in args.factors for arm in variant_arms(factor)]
-    if not args.report_only:
+    arms = base + [arm for factor in args.factors for arm in variant_arms(factor, tuple(args.criteria))]
+    if args.report_only:
+        measured = {r.get("method") for r in results.rows.values()}
+        arms = [arm for arm in arms if arm.label in measured]
+    else:
         # draw by draw, every arm: a study stopped early has whole draws of every factor
         sweep(subjects, arms, ["ffn"], args.sparsities, tuple(args.draws), results)
     md, extra = [], {"factors": {}}
