@@ -28,7 +28,7 @@ import attprune
 from attprune.io import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SETTINGS = {"gausslegendre, 4": {"quadrature": "gausslegendre", "steps": 4}, "auto (default)": {}}
+SETTINGS = {"gausslegendre, 4 (the causal-LM recipe)": {}, "auto": {"quadrature": "gausslegendre", "steps": "auto"}}
 
 
 def matmul_flops_per_second(rows: int, hidden: int, inner: int, repeats: int = 20) -> float:
@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
         scores = attprune.attribute(model, batches, progress=False, **settings)
         seconds = time.perf_counter() - started
         gaps = scores.meta.get("completeness")
-        nodes = {s.path: gaps[s.path]["mean_nodes"] if gaps else settings["steps"] for s in sites}
+        nodes = {s.path: gaps[s.path]["mean_nodes"] if gaps else scores.meta["steps"] for s in sites}
         flops = sum(useful_flops(model.config, int(mask.sum()), int((labels != -100).sum()), nodes, sites)
                     for b in batches for mask, labels in zip(b["attention_mask"], b["labels"]))
         peak = matmul_flops_per_second(8 * args.tokens, model.config.hidden_size, model.config.intermediate_size)

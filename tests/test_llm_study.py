@@ -3,6 +3,7 @@ contrasts pair a variant with its base on the attribution draws both have."""
 
 import numpy as np
 import pytest
+import torch
 
 from attprune.experiments.llm_benchmark import contrasts
 from attprune.experiments.llm_study import FACTORS, base_arms, factor_contrasts, variant_arms
@@ -47,3 +48,14 @@ def test_a_one_draw_method_is_compared_with_every_draw_of_the_other():
     rows = [_row("random", 0, one)] + [_row("ig", d, np.ones(40)) for d in range(3)]
     (row,) = contrasts(rows, "ig", ["random"])["per_task"]
     assert row["draws"] == 3 and row["difference"]["value"] == pytest.approx(0.25)
+
+
+def test_rank_agreement_is_spearmans_rho():
+    from attprune.experiments.llm_study import rank_agreement
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(50, generator=g), torch.randn(50, generator=g)
+    d = np.argsort(np.argsort(a.numpy())) - np.argsort(np.argsort(b.numpy()))
+    n = len(d)
+    assert rank_agreement(a, b) == pytest.approx(1 - 6 * (d ** 2).sum() / (n * (n ** 2 - 1)), abs=1e-12)  # no ties
+    assert rank_agreement(a, 3 * a.exp()) == pytest.approx(1.0)

@@ -25,8 +25,6 @@ from ..timing import forward_latency
 
 LLM_METHODS = ("ig", "fisher", "wanda", "random")
 LLM_SPARSITIES = (0.1, 0.3)
-#: 4 Gauss-Legendre nodes: within a CPU budget on a 30-layer model (steps="auto" escalates early layers)
-LLM_IG = {"quadrature": "gausslegendre", "steps": 4}
 
 
 def run_llm_demo(out: str | Path = "out/demo-llm", task: str = "bbc", n_attr: int = 8, max_test: int = 80,
@@ -46,7 +44,7 @@ def run_llm_demo(out: str | Path = "out/demo-llm", task: str = "bbc", n_attr: in
     rows, seconds = [], {}
     for method in LLM_METHODS:
         scores, seconds[method] = score(run, method, n=n_attr, units=("ffn",), progress=progress,
-                                        cache=cache_dir() / "scores" / "llm", **(LLM_IG if method == "ig" else {}))
+                                        cache=cache_dir() / "scores" / "llm")  # the causal-LM recipe
         for sparsity in LLM_SPARSITIES:
             rows.append(point_row(evaluate(run, make_plan(scores, ffn=sparsity)), task=task, method=method,
                                   sparsity=sparsity))
@@ -70,7 +68,8 @@ def run_llm_demo(out: str | Path = "out/demo-llm", task: str = "bbc", n_attr: in
     gguf_file = _export_for_llama_cpp(reloaded, tokenizer, out / "model.gguf")
     plot = report.plot(report.curves(rows), out / "demo_llm.png", title="SmolLM2-135M: FFN pruning (95% bands)",
                        dense={task: dense.accuracy}, intervals=report.bands(rows))
-    summary = {"task": task, "n_attr": n_attr, "max_test": len(run.test), "ig": LLM_IG, "rows": rows,
+    summary = {"task": task, "n_attr": n_attr, "max_test": len(run.test), "recipe": ig_scores.meta["recipe"],
+               "ig": {k: ig_scores.meta[k] for k in ("steps", "quadrature", "baseline", "path")}, "rows": rows,
                "dense": dict(point_row(dense), majority=run.chance),
                "attribution_seconds": seconds, "compact": {"ffn": ffn, "params": params,
                                                            "prefill_ms": {k: v.to_dict() for k, v in timing.items()},

@@ -11,7 +11,9 @@ training prompts; plans rank units by the mean |per-example score|, normalise ea
 its mean and rank all sites of a kind together; no compensation.  Factors (``FACTORS``),
 each varied alone:
 
-* allocation: ``normalize`` none / l2, ``scope="layer"`` (every criterion);
+* allocation: ``normalize`` none / l2, ``scope="layer"`` (every criterion); and, for the
+  criteria with per-example scores, fisher's own plan (global ranking by root mean square,
+  ``rank_by="rms", normalize="none"``: fisher ranks by the mean square);
 * aggregation over examples: ``rank_by`` abs (|mean|) / rms (root mean square) (the criteria
   with per-example scores: IG, Taylor);
 * objective: the answer's log-probability normalised over the task's answers, the margin over
@@ -36,8 +38,11 @@ from pathlib import Path
 import torch
 
 from ..models import load_smollm2
-from .llm_benchmark import (RESULTS, Arm, Results, above_chance, contrast_markdown, contrasts, default_arm,
-                            prune_seconds, subjects_for, sweep, timing_markdown, write_results)
+from ..plan import make_plan
+from . import report
+from .llm import LLMTask
+from .llm_benchmark import (RESULTS, Arm, Results, above_chance, arm_scores, contrast_markdown, contrasts,
+                            default_arm, prune_seconds, subjects_for, sweep, timing_markdown, write_results)
 from .prompts import PROMPT_TASKS
 
 #: the criteria compared; random pruning is the floor
@@ -59,7 +64,9 @@ def _settings(**options):
 FACTORS = {
     "allocation": (("normalize=none", CRITERIA, _plan(normalize="none")),
                    ("normalize=l2", CRITERIA, _plan(normalize="l2")),
-                   ("scope=layer", CRITERIA, _plan(scope="layer"))),
+                   ("scope=layer", CRITERIA, _plan(scope="layer")),
+                   # fisher's plan from per-example scores: global ranking of the mean square
+                   ("rank_by=rms, normalize=none", PER_EXAMPLE, _plan(rank_by="rms", normalize="none"))),
     "aggregation": (("rank_by=abs", PER_EXAMPLE, _plan(rank_by="abs")),
                     ("rank_by=rms", PER_EXAMPLE, _plan(rank_by="rms"))),
     "objective": (("target=normalized", GRADIENT, _settings(target="normalized")),
@@ -86,11 +93,13 @@ def base_arms() -> list[Arm]:
             for c in (*CRITERIA, "random")]
 
 
-def variant_arms(factor: str, only: tuple[str, ...] = CRITERIA) -> list[Arm]:
-    """The factor's variants of every criterion it applies to (of ``only``), labelled
-    ``criterion [variant]``."""
+def variant_arms(factor: str, only: tuple[str, ...] = CRITERIA, variants: tuple[str, ...] | None = None) -> list[Arm]:
+    """The factor's variants (of ``variants``, default all) of every criterion it applies to
+    (of ``only``), labelled ``criterion [variant]``."""
     out = []
     for variant, criteria, change in FACTORS[factor]:
+        if variants is not None and variant not in variants:
+            continue
         for arm in base_arms():
             if arm.method in criteria and arm.method in only:
                 out.append(replace(change(arm), label=f"{arm.label} [{variant}]"))
@@ -108,6 +117,54 @@ def factor_contrasts(rows: list[dict], factor: str) -> dict:
     return {"per_task": per_task, "pooled": pooled}
 
 
+def rank_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's rank correlation of two score vectors (ties broken by position)."""
+    ra, rb = (v.double().argsort().argsort().double() for v in (a, b))
+    return float(torch.corrcoef(torch.stack([ra, rb]))[0, 1])
+
+
+def layer_profile(subject: LLMTask, labels: tuple[str, ...] = ("ig", "fisher", "taylor (grad_x_act)"),
+                  sparsity: float = 0.3, draw: int = 0) -> dict:
+    """Where the base arms differ on one task (one draw, cached scores): FFN neurons each removes
+    per layer at ``sparsity``, and the rank agreement of its unit values (mean |score|) with
+    fisher's within each layer."""
+    arms = {arm.label: arm for arm in base_arms()}
+    plans, values = {}, {}
+    for label in labels:
+        scores, _ = arm_scores(subject, arms[label], "ffn", draw)
+        plans[label] = make_plan(scores, ffn=sparsity, **arms[label].plan)
+        values[label] = {path: site.mean_abs for path, site in scores.sites.items()}
+    sites = list(plans[labels[0]].ffn)
+    return {"task": subject.name, "sparsity": sparsity, "draw": draw,
+            "removed": {label: [plans[label].sizes[p] - len(plans[label].ffn[p]) for p in sites] for label in labels},
+            "agreement_with_fisher": {label: [rank_agreement(values[label][p], values["fisher"][p]) for p in sites]
+                                      for label in labels if label != "fisher"}}
+
+
+def profile_markdown(profiles: list[dict]) -> list[str]:
+    md = ["## Where the criteria differ: FFN neurons removed per layer (base arms, draw 0)", "",
+          "Each cell: neurons removed from the layer (of 1536); in brackets the within-layer rank agreement "
+          "(Spearman) of the criterion's unit values with fisher's.", ""]
+    for p in profiles:
+        labels = list(p["removed"])
+        md += [f"### {p['task']}, {p['sparsity']:.0%} FFN", "", "| layer | " + " | ".join(labels) + " |",
+               "|---" * (len(labels) + 1) + "|"]
+        for layer in range(len(p["removed"][labels[0]])):
+            cells = [f"{p['removed'][label][layer]}" + (f" ({p['agreement_with_fisher'][label][layer]:.2f})"
+                                                         if label in p["agreement_with_fisher"] else "")
+                     for label in labels]
+            md.append(f"| {layer} | " + " | ".join(cells) + " |")
+        md.append("")
+    return md
+
+
+def plot_profiles(profiles: list[dict], out: Path) -> None:
+    data = {p["task"]: {label: {layer: [n] for layer, n in enumerate(counts)} for label, counts in p["removed"].items()}
+            for p in profiles}
+    report.plot(data, out / "removed_per_layer.png", title="FFN neurons removed per layer at 30% (draw 0)",
+                x_label="layer", y_label="neurons removed")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="+", choices=tuple(PROMPT_TASKS), default=None,
@@ -116,6 +173,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="factors to vary, in this order (after the base arms)")
     p.add_argument("--criteria", nargs="+", choices=CRITERIA, default=list(CRITERIA),
                    help="the criteria whose variants are measured (every base arm is measured)")
+    p.add_argument("--variants", nargs="+", default=None,
+                   help="only these variants of the factors, by name (e.g. normalize=none 'scope=layer')")
     p.add_argument("--sparsities", nargs="+", type=float, default=[0.3, 0.5],
                    help="FFN sparsities every variant is evaluated at")
     p.add_argument("--draws", nargs="+", type=int, default=[0, 1, 2], help="attribution draws (seeds)")
@@ -137,7 +196,8 @@ def main(argv=None) -> int:
     subjects = {n: subjects[n] for n in tasks}
     print("study tasks:", ", ".join(tasks) or "none", flush=True)
     base = base_arms()
-    arms = base + [arm for factor in args.factors for arm in variant_arms(factor, tuple(args.criteria))]
+    arms = base + [arm for factor in args.factors
+                   for arm in variant_arms(factor, tuple(args.criteria), args.variants and tuple(args.variants))]
     if args.report_only:
         measured = {r.get("method") for r in results.rows.values()}
         arms = [arm for arm in arms if arm.label in measured]
@@ -154,7 +214,10 @@ def main(argv=None) -> int:
     rows = [r for r in results.rows.values() if r["kind"] == "ffn"]
     extra["criteria"] = contrasts(rows, "ig", [r.label for r in base if r.label != "ig"])
     extra["prune_seconds"] = prune_seconds(next(iter(subjects.values())), arms) if subjects else {}
+    profiles = [layer_profile(subject) for subject in subjects.values()]
+    extra["layer_profiles"] = profiles
+    plot_profiles(profiles, args.out)
     md = timing_markdown(extra["prune_seconds"]) + contrast_markdown(extra["criteria"], "Base arms: IG minus "
-                                                                     "each criterion") + md
+                                                                     "each criterion") + md + profile_markdown(profiles)
     write_results(args.out, results, arms, extra, md, {k: str(v) for k, v in vars(args).items()})
     return 0
