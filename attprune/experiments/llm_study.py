@@ -106,15 +106,24 @@ def variant_arms(factor: str, only: tuple[str, ...] = CRITERIA, variants: tuple[
     return out
 
 
-def factor_contrasts(rows: list[dict], factor: str) -> dict:
-    """Each variant against its criterion's base arm (paired over draws and prompts)."""
+def paired_with(rows: list[dict], pairs: list[tuple[str, str]]) -> dict:
+    """``contrasts`` of each (first, second) pair, collected (paired over draws and prompts)."""
     per_task, pooled = [], []
-    for arm in variant_arms(factor):
-        base = arm.label.split(" [")[0]
-        found = contrasts(rows, arm.label, [base])
+    for first, second in pairs:
+        found = contrasts(rows, first, [second])
         per_task += found["per_task"]
         pooled += found["pooled"]
     return {"per_task": per_task, "pooled": pooled}
+
+
+def factor_contrasts(rows: list[dict], factor: str) -> dict:
+    """Each variant against its criterion's base arm."""
+    return paired_with(rows, [(arm.label, arm.label.split(" [")[0]) for arm in variant_arms(factor)])
+
+
+def ig_variants_versus(rows: list[dict], arms: list[Arm], other: str) -> dict:
+    """Each IG variant among ``arms`` minus ``other``'s base arm (does any IG recipe beat it?)."""
+    return paired_with(rows, [(arm.label, other) for arm in arms if arm.method == "ig" and arm.label != "ig"])
 
 
 def rank_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -213,11 +222,14 @@ def main(argv=None) -> int:
         write_results(args.out, results, arms, extra, md, {k: str(v) for k, v in vars(args).items()})
     rows = [r for r in results.rows.values() if r["kind"] == "ffn"]
     extra["criteria"] = contrasts(rows, "ig", [r.label for r in base if r.label != "ig"])
+    extra["ig_variants_vs_fisher"] = ig_variants_versus(rows, arms, "fisher")
     extra["prune_seconds"] = prune_seconds(next(iter(subjects.values())), arms) if subjects else {}
     profiles = [layer_profile(subject) for subject in subjects.values()]
     extra["layer_profiles"] = profiles
     plot_profiles(profiles, args.out)
-    md = timing_markdown(extra["prune_seconds"]) + contrast_markdown(extra["criteria"], "Base arms: IG minus "
-                                                                     "each criterion") + md + profile_markdown(profiles)
+    md = (timing_markdown(extra["prune_seconds"])
+          + contrast_markdown(extra["criteria"], "Base arms: IG minus each criterion")
+          + contrast_markdown(extra["ig_variants_vs_fisher"], "Every IG variant minus fisher's base arm")
+          + md + profile_markdown(profiles))
     write_results(args.out, results, arms, extra, md, {k: str(v) for k, v in vars(args).items()})
     return 0
