@@ -201,3 +201,22 @@ def test_the_model_kind_chooses_the_recipe_and_explicit_settings_win(monkeypatch
     assert fisher.meta["baseline"] == "zero" and fisher.meta["recipe"] == other.name
     with pytest.raises(InputError, match="unknown recipe"):
         attprune.AttributionConfig(recipe="nope")
+
+
+def test_the_causal_lm_recipe_plans_ig_by_root_mean_square_without_normalisation():
+    """The study's winner (bench/README.md): IG ranked by rms, fisher by its own mean square,
+    both globally without per-site normalisation; encoders keep their plan."""
+    llm = tiny.llama()
+    ig = attprune.attribute(llm, _batches(llm), units=("ffn",), progress=False)
+    fisher = attprune.attribute(llm, _batches(llm), units=("ffn",), method="fisher", progress=False)
+    assert (ig.meta["recipe"], ig.meta["steps"], ig.meta["quadrature"]) == ("causal-lm/1", 4, "gausslegendre")
+    chosen = attprune.make_plan(ig, ffn=0.4)
+    assert (chosen.meta["rank_by"], chosen.meta["normalize"], chosen.meta["scope"]) == ("rms", "none", "global")
+    explicit = attprune.make_plan(ig, ffn=0.4, rank_by="rms", normalize="none", scope="global")
+    assert all(torch.equal(chosen.ffn[p], explicit.ffn[p]) for p in chosen.ffn)
+    assert (attprune.make_plan(fisher, ffn=0.4).meta["rank_by"], attprune.make_plan(fisher, ffn=0.4).meta["normalize"]) \
+        == ("mean_abs", "none")
+    encoder = tiny.bert_cls()
+    plain = attprune.attribute(encoder, [tiny.batch_for(encoder)], units=("ffn",), progress=False)
+    assert (attprune.make_plan(plain, ffn=0.3).meta["rank_by"], attprune.make_plan(plain, ffn=0.3).meta["normalize"]) \
+        == ("mean_abs", "layer")

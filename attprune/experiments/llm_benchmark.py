@@ -82,7 +82,8 @@ class Arm:
         the library's causal-LM recipe when the arm leaves a setting to it."""
         fields = [self.method, sorted(self.settings.items()), self.n, sorted(self.plan.items())]
         if unset_fields(self.method, self.settings) or set(PLAN_FIELDS) - set(self.plan):
-            fields.append([CAUSAL_LM.name, sorted(CAUSAL_LM.attribution.items()), sorted(CAUSAL_LM.plan.items())])
+            fields.append([CAUSAL_LM.name, sorted(CAUSAL_LM.attribution.items()),
+                           sorted(CAUSAL_LM.plan_for(self.method).items())])
         return json_digest(fields + (["compensate"] if self.compensate else []))[:12]
 
     def draws(self, draws: tuple[int, ...]) -> tuple[int, ...]:

@@ -41,7 +41,7 @@ from ..models import load_smollm2
 from ..plan import make_plan
 from . import report
 from .llm import LLMTask
-from .llm_benchmark import (RESULTS, Arm, Results, above_chance, arm_scores, contrast_markdown, contrasts,
+from .llm_benchmark import (LABELS, RESULTS, Arm, Results, above_chance, arm_scores, contrast_markdown, contrasts,
                             default_arm, prune_seconds, subjects_for, sweep, timing_markdown, write_results)
 from .prompts import PROMPT_TASKS
 
@@ -119,11 +119,6 @@ def paired_with(rows: list[dict], pairs: list[tuple[str, str]]) -> dict:
 def factor_contrasts(rows: list[dict], factor: str) -> dict:
     """Each variant against its criterion's base arm."""
     return paired_with(rows, [(arm.label, arm.label.split(" [")[0]) for arm in variant_arms(factor)])
-
-
-def ig_variants_versus(rows: list[dict], arms: list[Arm], other: str) -> dict:
-    """Each IG variant among ``arms`` minus ``other``'s base arm (does any IG recipe beat it?)."""
-    return paired_with(rows, [(arm.label, other) for arm in arms if arm.method == "ig" and arm.label != "ig"])
 
 
 def rank_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -222,14 +217,22 @@ def main(argv=None) -> int:
         write_results(args.out, results, arms, extra, md, {k: str(v) for k, v in vars(args).items()})
     rows = [r for r in results.rows.values() if r["kind"] == "ffn"]
     extra["criteria"] = contrasts(rows, "ig", [r.label for r in base if r.label != "ig"])
-    extra["ig_variants_vs_fisher"] = ig_variants_versus(rows, arms, "fisher")
+    measured = {r["method"] for r in rows}
+    strongest = [label for label in ("fisher", "fisher [normalize=none]") if label in measured]
+    extra["rms_without_normalization"] = paired_with(rows, [(f"{c} [rank_by=rms, normalize=none]", f"{c} [normalize=none]")
+                                                           for c in ("ig", LABELS["grad_x_act"])])
+    extra["ig_variants_vs_fisher"] = paired_with(rows, [(arm.label, other) for other in strongest for arm in arms
+                                                        if arm.method == "ig" and arm.label != "ig"])
     extra["prune_seconds"] = prune_seconds(next(iter(subjects.values())), arms) if subjects else {}
     profiles = [layer_profile(subject) for subject in subjects.values()]
     extra["layer_profiles"] = profiles
     plot_profiles(profiles, args.out)
     md = (timing_markdown(extra["prune_seconds"])
           + contrast_markdown(extra["criteria"], "Base arms: IG minus each criterion")
-          + contrast_markdown(extra["ig_variants_vs_fisher"], "Every IG variant minus fisher's base arm")
+          + contrast_markdown(extra["ig_variants_vs_fisher"], "Every IG variant minus fisher (today's plan, and "
+                                                                "fisher's best: normalize=none)")
+          + contrast_markdown(extra["rms_without_normalization"], "Without normalisation: root mean square minus "
+                                                                    "mean |score|")
           + md + profile_markdown(profiles))
     write_results(args.out, results, arms, extra, md, {k: str(v) for k, v in vars(args).items()})
     return 0

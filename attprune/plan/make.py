@@ -1,6 +1,9 @@
 """``make_plan``: from scores to the units every site keeps.
 
-Ranking value per unit (``rank_by``): ``"mean_abs"`` mean of |per-example score| (default),
+Settings left unset come from the scores' recipe (``attribution/recipes.py``: encoders rank by
+``mean_abs`` after ``normalize="layer"``; causal LMs without normalisation, IG by ``rms``).
+
+Ranking value per unit (``rank_by``): ``"mean_abs"`` mean of |per-example score| (the encoders' default),
 ``"abs"`` |signed mean|, ``"rms"`` the root mean square of the per-example scores (large
 contributions to few examples weigh more: Taylor ranked by ``rms`` is fisher's ranking),
 ``"signed"`` the raw signed mean (the lowest go first: it collapses real classifiers, see the
