@@ -5,7 +5,7 @@ prompt tasks, with intervals over attribution draws and test prompts together.
     python bench/experiments/llm_study.py                             # every factor, bench/results/llm/study/
     python bench/experiments/llm_study.py --factors allocation aggregation --draws 0 1 2
 
-Today's recipe (``base_arms``, every setting pinned in ``TODAY_SETTINGS`` / ``TODAY_PLAN``):
+The recipe before the study (``base_arms``, every setting pinned in ``TODAY_SETTINGS`` / ``TODAY_PLAN``):
 per-site IG from zero, 4 Gauss-Legendre nodes, the gold answer's log-probability, 32
 training prompts; plans rank units by the mean |per-example score|, normalise each site by
 its mean and rank all sites of a kind together; no compensation.  Factors (``FACTORS``),
@@ -22,6 +22,9 @@ each varied alone:
 * the path: all sites of a kind together (IG; from zero and from the mean);
 * path start: the unit's mean activation over the attribution prompts (IG);
 * attribution prompts: 8 / 128 (every criterion with data).
+
+What it found (bench/results/llm/study, bench/README.md) chose the causal-LM recipe
+(``attribution/recipes.py``): plans without per-site normalisation, IG ranked by root mean square.
 
 Every variant is evaluated at ``--sparsities`` of FFN neurons (default 30% and 50%, where the
 targets are) on the same draws and prompts as its base, and compared with it by a paired
@@ -80,7 +83,7 @@ FACTORS = {
 }
 
 
-#: today's recipe, every setting pinned (the library's defaults may change; the study's base does not)
+#: the recipe before the study (the encoders'), every setting pinned (the library's defaults may change; the study's base does not)
 TODAY_PLAN = {"scope": "global", "normalize": "layer", "rank_by": "mean_abs"}
 TODAY_SETTINGS = {"ig": {"steps": 4, "quadrature": "gausslegendre", "target": "label", "baseline": "zero",
                          "path": "site"},
@@ -88,7 +91,7 @@ TODAY_SETTINGS = {"ig": {"steps": 4, "quadrature": "gausslegendre", "target": "l
 
 
 def base_arms() -> list[Arm]:
-    """Today's recipe for every criterion, and random pruning."""
+    """The recipe before the study for every criterion, and random pruning."""
     return [replace(default_arm(c), settings=TODAY_SETTINGS.get(c, {}), plan=dict(TODAY_PLAN))
             for c in (*CRITERIA, "random")]
 
