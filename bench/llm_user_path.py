@@ -7,15 +7,22 @@ agreement of llama.cpp (the GGUF file) with torch on 100 of them.
 
 Writes OUT/result.json (the committed copy: bench/results/llm/user_path.json).
 """
-import json, subprocess, sys, time
+import json
+import subprocess
+import sys
+import time
 from pathlib import Path
-import numpy as np, torch
-import attprune
-from attprune.models import load_smollm2, load_model
-from attprune.experiments.prompts import PROMPT_TASKS, message, balanced_rows
-from attprune.experiments.llm import LLMTask
 
-out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
+import numpy as np
+import torch
+
+import attprune
+from attprune.experiments.llm import LLMTask
+from attprune.experiments.prompts import PROMPT_TASKS, balanced_rows, message
+from attprune.models import load_model, load_smollm2
+
+out = Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
 torch.set_num_threads(2)
 model, tok = load_smollm2()
 task = PROMPT_TASKS["mr"]
@@ -25,8 +32,15 @@ with open(out / "task.jsonl", "w") as f:
         q, pre = message(task, r, tok)
         f.write(json.dumps({"question": q, "start": pre, "answer": task.answers[int(r["label"])]}) + "\n")
 cli = [sys.executable, "-m", "attprune"]
-def run(*a):
-    t = time.perf_counter(); subprocess.run([*cli, *a], check=True); return round(time.perf_counter() - t, 1)
+
+
+def run(*args) -> float:
+    """One attprune command; its seconds."""
+    started = time.perf_counter()
+    subprocess.run([*cli, *args], check=True)
+    return round(time.perf_counter() - started, 1)
+
+
 res = {}
 res["score_s"] = run("score", "--model", "smollm2", "--data", str(out / "task.jsonl"), "--prompt-column", "question",
                      "--prefill-column", "start", "--answer-column", "answer", "--units", "ffn", "--no-progress",
@@ -35,7 +49,7 @@ res["prune_s"] = run("prune", "--model", "smollm2", "--scores", str(out / "score
                      "--out", str(out / "compact"))
 res["export_s"] = run("export", "--model", str(out / "compact"), "--format", "gguf", "--out", str(out / "pruned.gguf"))
 meta = attprune.Scores.load(out / "scores" / "scores.safetensors").meta
-res["recipe"] = meta.get("recipe"); res["steps"] = meta.get("steps"); res["quadrature"] = meta.get("quadrature")
+res.update({key: meta.get(key) for key in ("recipe", "steps", "quadrature")})
 small, _ = load_model(out / "compact")
 small.eval()
 res["params"] = [sum(p.numel() for p in model.parameters()), sum(p.numel() for p in small.parameters())]
@@ -49,7 +63,8 @@ answers = [a[0] for a in subject.answers]
 llm = llama_cpp.Llama(str(out / "pruned.gguf"), n_ctx=512, logits_all=True, verbose=False, n_threads=2)
 agree = 0
 for e in subject.test:
-    llm.reset(); llm.eval(e.prompt)
+    llm.reset()
+    llm.eval(e.prompt)
     g = np.asarray(llm.scores[len(e.prompt) - 1])[answers]
     with torch.no_grad():
         w = small(torch.tensor([e.prompt])).logits[0, -1, answers].float().numpy()
