@@ -11,7 +11,7 @@ model, a pruned one too).  Attribution with ``target="label"`` explains the log-
 of the gold answer token (the batch's ``labels`` mark exactly that token; ``choices`` holds
 every answer, for ``target="normalized"`` / ``"margin"``).
 
-The templates were chosen on the dev splits of the pack (``bench/results/llm/README.md``):
+The templates were chosen on the dev splits of the pack (``bench/README.md``, "A real decoder LLM"):
 zero-shot, the question before the text, texts cut to 64 tokens; few-shot demonstrations,
 content-free calibration and multi-token answer words did worse there.
 
