@@ -28,13 +28,13 @@ from .methods.base import METHODS, method_class
 from .methods.ig import BASELINES, PATHS
 from .objective import TARGET_ERROR, TARGETS
 from .quadrature import AUTO, QUADRATURES
-from .recipes import RECIPES, concerns, recipe_for, recipe_named
+from .recipes import ENCODER, RECIPES, concerns, recipe_for, recipe_named
 from .tokens import CLI_POSITIONS, check_positions
 from ..ops.reference import REDUCTIONS
 
 
-#: the value of a recipe field for the methods that do not read it
-NEUTRAL = {"steps": AUTO, "quadrature": "gausslegendre", "baseline": "zero", "path": "site", "target": "label"}
+#: the value of a recipe field for the methods that do not read it: the encoders' recipe's
+NEUTRAL = ENCODER.attribution
 
 
 def _steps(text: str) -> int | str:
